@@ -1,0 +1,93 @@
+"The course's conventions: every notebook's first cell, titles, Colab metadata, sizes, the sidebar, the home page and README.md."
+import importlib.util, re
+
+import pytest
+import yaml
+
+from conftest import NBS, ROOT, read_json
+
+# The first cell of every notebook: hidden in the docs, installs colorcourse only in Colab (never torch), says whether a GPU is present.
+SETUP_CELL = """#| hide
+# Setup: in Colab, install the course package (Colab's own torch stays as it is); elsewhere nothing is installed.
+import sys, subprocess
+if 'google.colab' in sys.modules:
+    subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', 'colorcourse'], check=True)
+%config InlineBackend.figure_formats = ['jpeg']  # photos stored as JPEG keep notebooks and docs small
+import torch
+print('GPU:', torch.cuda.get_device_name(0) if torch.cuda.is_available()
+      else 'none, so this notebook runs on the CPU (in Colab: Runtime > Change runtime type > GPU)')"""
+
+ALL_NBS = sorted(p for p in NBS.glob('*.ipynb') if not p.name.startswith('_'))
+
+
+def source(cell) -> str: return ''.join(cell['source'])
+
+
+@pytest.mark.parametrize('nb_path', ALL_NBS, ids=lambda p: p.name)
+def test_first_cell_is_the_setup_cell(nb_path):
+    first = read_json(nb_path)['cells'][0]
+    assert first['cell_type'] == 'code' and source(first) == SETUP_CELL, \
+        f"{nb_path.name}: the first cell must be the course's setup cell (see tests/test_course.py)"
+
+
+@pytest.mark.parametrize('nb_path', ALL_NBS, ids=lambda p: p.name)
+def test_title_subtitle_and_gpu_hint(nb_path):
+    nb = read_json(nb_path)
+    md = next(source(c) for c in nb['cells'] if c['cell_type'] == 'markdown')
+    lines = [l for l in md.splitlines() if l.strip()]
+    assert lines[0].startswith('# ') and len(lines[0]) > 3, f"{nb_path.name}: first markdown cell must start with '# Title'"
+    assert len(lines) > 1 and lines[1].startswith('> '), f"{nb_path.name}: the title must be followed by a '> subtitle' line"
+    assert nb['metadata'].get('accelerator') == 'GPU', f"{nb_path.name}: metadata must ask Colab for a GPU runtime"
+
+
+@pytest.mark.parametrize('nb_path', ALL_NBS, ids=lambda p: p.name)
+def test_notebook_under_2MB(nb_path):
+    assert nb_path.stat().st_size < 2 * 2**20, f"{nb_path.name} is over 2 MB: store fewer, smaller, JPEG figures"
+
+
+def test_lessons_teach_with_summary_and_exercises(lessons):
+    for nb_path in lessons:
+        text = '\n'.join(source(c) for c in read_json(nb_path)['cells'] if c['cell_type'] == 'markdown')
+        for heading in ('What you will learn', '## Summary', '## Exercises'):
+            assert heading in text, f"{nb_path.name} lacks '{heading}'"
+
+
+def sidebar_notebooks(node) -> list:
+    "Every notebook named in a sidebar structure, in order."
+    if isinstance(node, str): return [node] if node.endswith('.ipynb') else []
+    if isinstance(node, list): return [n for item in node for n in sidebar_notebooks(item)]
+    if isinstance(node, dict): return [n for v in node.values() for n in sidebar_notebooks(v)]
+    return []
+
+
+def test_sidebar_lists_every_lesson_in_order(lessons):
+    sidebar = yaml.safe_load((NBS / 'sidebar.yml').read_text())
+    assert sidebar_notebooks(sidebar) == ['index.ipynb'] + [p.name for p in lessons]
+
+
+def colab_url(pyproject, nb_name) -> str:
+    repo = pyproject['project']['urls']['Repository'].removeprefix('https://github.com/')
+    return f"https://colab.research.google.com/github/{repo}/blob/main/nbs/{nb_name}"
+
+
+def index_markdown() -> str:
+    return '\n'.join(source(c) for c in read_json(NBS / 'index.ipynb')['cells'] if c['cell_type'] == 'markdown')
+
+
+def test_home_page_links_each_lesson_with_a_colab_badge(lessons, pyproject):
+    rows = {m.group(1): m.group(0) for m in re.finditer(r'^\|[^\n]*\]\(((?:\d+\w*)_\w+\.ipynb)\)[^\n]*$', index_markdown(), re.M)}
+    for nb_path in lessons:
+        assert nb_path.name in rows, f"the syllabus table in index.ipynb has no link to {nb_path.name}"
+        assert f"({colab_url(pyproject, nb_path.name)})" in rows[nb_path.name], f"{nb_path.name}'s row lacks its Colab badge"
+
+
+def test_home_page_links_resolve():
+    for target in re.findall(r'\]\(([^)#\s]+\.ipynb)\)', index_markdown()):
+        if not target.startswith('http'): assert (NBS / target).exists(), f"index.ipynb links to missing {target}"
+
+
+def test_readme_is_rendered_from_the_home_page():
+    spec = importlib.util.spec_from_file_location('readme_tool', ROOT / 'tools' / 'readme.py')
+    tool = importlib.util.module_from_spec(spec); spec.loader.exec_module(tool)
+    assert (ROOT / 'README.md').read_text() == tool.render_readme(ROOT), \
+        "README.md has drifted from nbs/index.ipynb: run `python tools/readme.py` and commit"
