@@ -10,7 +10,6 @@ __all__ = ['XYZ_FROM_RGB', 'RGB_FROM_XYZ', 'D65_WHITE', 'LAB_FROM_F', 'F_FROM_LA
            'lab_encode', 'lab_decode', 'plot_lab_point', 'lab_explorer', 'benchmark_lab']
 
 # %% ../nbs/01_lab.ipynb #ccbccf07
-import math
 import torch
 import numpy as np
 
