@@ -7,11 +7,11 @@ Docs: https://colorcourse.github.io/colorcourse/cli.html.md"""
 # %% auto #0
 __all__ = ['COMMANDS', 'CLIError', 'build_parser', 'main']
 
-# %% ../nbs/12a_cli.ipynb #f70ef270
+# %% ../nbs/12a_cli.ipynb #83120b7f
 import argparse, sys
 from . import __version__
 
-# %% ../nbs/12a_cli.ipynb #6287ee50
+# %% ../nbs/12a_cli.ipynb #f1f2a0b1
 def _info_options(p: argparse.ArgumentParser):
     "`info` takes no options."
 
@@ -25,7 +25,7 @@ def _info(args) -> int:
 
 COMMANDS = {'info': ('show versions and the device that training would use', _info_options, _info)}
 
-# %% ../nbs/12a_cli.ipynb #64a9a235
+# %% ../nbs/12a_cli.ipynb #1c1f5f74
 class CLIError(Exception):
     "A problem with the user's input: printed as one line, with exit code 2 and no traceback."
 

@@ -8,13 +8,13 @@ Docs: https://colorcourse.github.io/colorcourse/core.html.md"""
 __all__ = ['default_device', 'device_summary', 'seed_everything', 'is_smoke', 'course_config', 'image_array', 'show_images',
            'show_comparison']
 
-# %% ../nbs/00_core.ipynb #65207e7a
+# %% ../nbs/00_core.ipynb #515d1316
 import os, random
 import numpy as np
 import torch
 from fastcore.basics import AttrDict
 
-# %% ../nbs/00_core.ipynb #ebf330c2
+# %% ../nbs/00_core.ipynb #7f2974d4
 def default_device(allow_mps: bool = True) -> torch.device:
     "The fastest device present: a CUDA GPU, then Apple's MPS, then the CPU."
     if torch.cuda.is_available(): return torch.device('cuda')
@@ -22,7 +22,7 @@ def default_device(allow_mps: bool = True) -> torch.device:
     if allow_mps and mps is not None and mps.is_available(): return torch.device('mps')
     return torch.device('cpu')
 
-# %% ../nbs/00_core.ipynb #66a50b95
+# %% ../nbs/00_core.ipynb #a0f85c3a
 def device_summary(device=None) -> str:
     "One line naming the device a run uses: the GPU's model and memory, or the CPU's thread count."
     device = torch.device(device) if device is not None else default_device()
@@ -32,14 +32,14 @@ def device_summary(device=None) -> str:
     if device.type == 'mps': return 'mps: Apple GPU'
     return f'cpu: {torch.get_num_threads()} threads'
 
-# %% ../nbs/00_core.ipynb #97a5f242
+# %% ../nbs/00_core.ipynb #4281cace
 def seed_everything(seed: int = 42, deterministic: bool = False) -> int:
     "Seed Python, NumPy and PyTorch (every device) so a run repeats; `deterministic` also pins cuDNN's algorithms."
     from fastai.torch_core import set_seed
     set_seed(seed, reproducible=deterministic)
     return seed
 
-# %% ../nbs/00_core.ipynb #9b23c780
+# %% ../nbs/00_core.ipynb #9a4d8350
 _TRUE, _FALSE = {'1', 'true', 'yes', 'on'}, {'0', 'false', 'no', 'off'}
 
 def is_smoke() -> bool:
@@ -50,7 +50,7 @@ def is_smoke() -> bool:
     if flag: raise ValueError(f"COLORCOURSE_SMOKE must be one of 1/0, true/false, yes/no, on/off; got {flag!r}")
     return bool(os.environ.get('IN_TEST'))
 
-# %% ../nbs/00_core.ipynb #841c408b
+# %% ../nbs/00_core.ipynb #4c8d663e
 def course_config(full: dict, smoke: dict, **shared) -> AttrDict:
     "A notebook's run settings: `smoke` in a smoke run, else `full`, on top of the `shared` ones."
     only_full, only_smoke = sorted(set(full) - set(smoke)), sorted(set(smoke) - set(full))
@@ -61,7 +61,7 @@ def course_config(full: dict, smoke: dict, **shared) -> AttrDict:
     smoke_run = is_smoke()
     return AttrDict({**shared, **(smoke if smoke_run else full), 'smoke': smoke_run})
 
-# %% ../nbs/00_core.ipynb #4196174c
+# %% ../nbs/00_core.ipynb #e12463c6
 def _check_unit_range(x: np.ndarray, what: str, tol: float = 1e-3) -> np.ndarray:
     "Clip `x` to [0, 1], raising if it strays from that range by more than rounding error."
     lo, hi = float(np.nanmin(x)), float(np.nanmax(x))
@@ -70,7 +70,7 @@ def _check_unit_range(x: np.ndarray, what: str, tol: float = 1e-3) -> np.ndarray
                          + (' and NaNs' if np.isnan(x).any() else ''))
     return np.clip(x, 0, 1)
 
-# %% ../nbs/00_core.ipynb #9b1f305e
+# %% ../nbs/00_core.ipynb #25f59f7b
 def image_array(img) -> np.ndarray:
     "A tensor `(3,H,W)`/`(1,H,W)`/`(H,W)`, an array `(H,W,3)`/`(H,W)` or a PIL image, as a float array in [0, 1] to draw."
     from PIL import Image
@@ -95,7 +95,7 @@ def image_array(img) -> np.ndarray:
         raise ValueError(f"an image array must be uint8 or float in [0, 1]; got dtype {arr.dtype}")
     return _check_unit_range(arr.astype(np.float32), 'an image array')
 
-# %% ../nbs/00_core.ipynb #9a5c1a11
+# %% ../nbs/00_core.ipynb #55d26a23
 def show_images(rows, col_titles=None, row_titles=None, size: float = 2.0, title=None):
     "Draw `rows` (a list of lists of images) as a grid with optional column and row titles; returns the figure."
     import matplotlib.pyplot as plt
@@ -118,7 +118,7 @@ def show_images(rows, col_titles=None, row_titles=None, size: float = 2.0, title
     fig.tight_layout()
     return fig
 
-# %% ../nbs/00_core.ipynb #95a9279b
+# %% ../nbs/00_core.ipynb #423b0d26
 def show_comparison(gray, *preds_and_truth, titles=None, n: int = 4, **kwargs):
     "Rows of gray | prediction(s) | truth for the first `n` images of each batch; returns the figure."
     cols = [gray, *preds_and_truth]
