@@ -64,10 +64,9 @@ def course_config(full: dict, smoke: dict, **shared) -> AttrDict:
 # %% ../nbs/00_core.ipynb #e12463c6
 def _check_unit_range(x: np.ndarray, what: str, tol: float = 1e-3) -> np.ndarray:
     "Clip `x` to [0, 1], raising if it strays from that range by more than rounding error."
-    lo, hi = float(np.nanmin(x)), float(np.nanmax(x))
-    if np.isnan(x).any() or lo < -tol or hi > 1 + tol:
-        raise ValueError(f"{what} must hold values in [0, 1]; got values in [{lo:.3g}, {hi:.3g}]"
-                         + (' and NaNs' if np.isnan(x).any() else ''))
+    lo, hi, has_nan = float(np.nanmin(x)), float(np.nanmax(x)), bool(np.isnan(x).any())
+    if has_nan or lo < -tol or hi > 1 + tol:
+        raise ValueError(f"{what} must hold values in [0, 1]; got values in [{lo:.3g}, {hi:.3g}]" + (' and NaNs' if has_nan else ''))
     return np.clip(x, 0, 1)
 
 # %% ../nbs/00_core.ipynb #25f59f7b
