@@ -1,0 +1,65 @@
+"The training Learner: shape errors before any training, learning on the sample photos, the callbacks' side effects."
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from fastai.callback.tracker import SaveModelCallback
+
+from colorcourse.core import seed_everything
+from colorcourse.data import colorization_dls
+from colorcourse.training import (ConstantColor, LossRecorder, ShowGrid, colorization_learner, score_models,
+                                  simple_colorizer, train_view)
+
+
+@pytest.fixture(scope='module')
+def dls():
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        return colorization_dls('sample', size=32, bs=16, epoch_len=128, valid_pct=0.3, device='cpu')
+
+
+def quiet(learn):
+    learn.remove_cbs([cb for cb in learn.cbs if type(cb).__name__ == 'ProgressCallback'])
+    return learn
+
+
+def test_wrong_output_shape_fails_before_training_with_both_shapes(dls):
+    with pytest.raises(ValueError, match=r'to \(2, 3, 32, 32\).*\(2, 2, 32, 32\)'):
+        colorization_learner(dls, nn.Conv2d(1, 3, 3, padding=1))
+
+
+def test_a_model_swapped_after_creation_is_checked_at_fit(dls):
+    learn = quiet(colorization_learner(dls, simple_colorizer(8)))
+    learn.model = nn.Conv2d(1, 2, 3)            # no padding: 30x30 out
+    with pytest.raises(ValueError, match=r'\(2, 2, 30, 30\)'):
+        learn.fit(1)
+
+
+def test_the_first_model_learns_on_the_sample_photos(dls, tmp_path):
+    seed_everything(0)
+    losses, grid = LossRecorder(), ShowGrid(n=2, show=False, save_dir=tmp_path / 'grids')
+    learn = quiet(colorization_learner(dls, simple_colorizer(16), cbs=[losses, grid], path=tmp_path))
+    learn.fit_one_cycle(4, lr_max=2e-3, cbs=SaveModelCallback(monitor='ab_l1', comp=np.less, fname='best'))
+    curve = losses.series('loss')
+    assert len(curve) == 4 * 8 and curve[-6:].mean() < 0.9 * curve[:6].mean(), "the training loss must fall"
+    scores = score_models(dls, {'gray': ConstantColor(), 'model': learn.model}, dl=train_view(dls))
+    assert scores.loc['model', 'ab_l1'] < scores.loc['gray', 'ab_l1'], "the model must fit its photos better than gray"
+    assert scores.loc['model', 'colorfulness'] > 10 > scores.loc['gray', 'colorfulness']
+    assert sorted(p.name for p in (tmp_path / 'grids').iterdir()) == [f'epoch_{e:03d}.png' for e in range(1, 5)]
+    assert (tmp_path / 'models' / 'best.pth').exists()
+    assert [e for e, _ in grid.history] == [1, 2, 3, 4]
+
+
+def test_lr_find_suggests_a_learning_rate(dls):
+    learn = quiet(colorization_learner(dls, simple_colorizer(8)))
+    before = [p.detach().clone() for p in learn.model.parameters()]
+    lr = learn.lr_find(num_it=20, show_plot=False).valley
+    assert 1e-6 < lr < 1
+    assert all(torch.equal(a, b) for a, b in zip(before, learn.model.parameters())), "lr_find must restore the weights"
+
+
+def test_constant_color_predicts_its_colour_everywhere():
+    out = ConstantColor((0.25, -0.5))(torch.zeros(2, 1, 5, 7))
+    assert out.shape == (2, 2, 5, 7) and torch.all(out[:, 0] == 0.25) and torch.all(out[:, 1] == -0.5)
