@@ -11,7 +11,7 @@ __all__ = ['SAMPLE_NAMES', 'IMAGE_EXTENSIONS', 'MIN_AB_SPREAD', 'CIFAR10_CLASSES
            'colorization_dls', 'RemoteDataset', 'cifar10_to_png', 'data_dir', 'file_checksum', 'verify_file',
            'download_url', 'extract_archive', 'download', 'lesson_source', 'pipeline_speed', 'benchmark_pipeline']
 
-# %% ../nbs/02_data.ipynb #6682c9de
+# %% ../nbs/02_data.ipynb #d53413ff
 import os, math, random, json, hashlib, shutil, tarfile, zipfile, time, warnings
 import urllib.request, urllib.error
 from dataclasses import dataclass
@@ -30,26 +30,26 @@ from fastai.data.load import DataLoader, SkipItemException
 from .core import default_device, show_images, course_config, device_summary
 from .lab import rgb_to_lab, lab_encode, lab_decode
 
-# %% ../nbs/02_data.ipynb #9084d942
+# %% ../nbs/02_data.ipynb #d0ed81a6
 SAMPLE_NAMES = ('astronaut', 'chelsea', 'coffee', 'rocket', 'motorcycle', 'retina', 'immunohistochemistry')
 
-# %% ../nbs/02_data.ipynb #de1b37c3
+# %% ../nbs/02_data.ipynb #5141f61d
 def sample_images() -> list:
     "The real colour photos that scikit-image ships inside its package, as RGB PIL images (no network needed)."
     from skimage import data
     loaders = {'motorcycle': lambda: data.stereo_motorcycle()[0]}
     return [Image.fromarray(loaders.get(name, getattr(data, name, None))()).convert('RGB') for name in SAMPLE_NAMES]
 
-# %% ../nbs/02_data.ipynb #868dadc4
+# %% ../nbs/02_data.ipynb #b5988458
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.webp', '.bmp', '.tif', '.tiff')
 
-# %% ../nbs/02_data.ipynb #31ac8894
+# %% ../nbs/02_data.ipynb #e465d17e
 def _flatten_alpha(img: Image.Image) -> Image.Image:
     "Composite an image with transparency onto white, as a viewer shows it."
     rgba = img.convert('RGBA')
     return Image.alpha_composite(Image.new('RGBA', rgba.size, (255, 255, 255, 255)), rgba).convert('RGB')
 
-# %% ../nbs/02_data.ipynb #ca74f0cd
+# %% ../nbs/02_data.ipynb #1bd2d090
 def _scaled_to_uint8(arr: np.ndarray) -> np.ndarray:
     "An integer or float image array scaled (not clipped) to uint8: 16-bit by 255/65535, floats from [0, 1]."
     if arr.dtype == np.uint8: return arr
@@ -58,7 +58,7 @@ def _scaled_to_uint8(arr: np.ndarray) -> np.ndarray:
     else: scale = 255. / 65535 if arr.max(initial=0) > 255 else 1.
     return np.clip(np.nan_to_num(arr.astype(np.float32)) * scale + 0.5, 0, 255).astype(np.uint8)
 
-# %% ../nbs/02_data.ipynb #fe41dff9
+# %% ../nbs/02_data.ipynb #f4fd7857
 def to_rgb(img: Image.Image) -> Image.Image:
     "Any PIL image (gray, 16-bit, palette, CMYK, with transparency) as 8-bit RGB, scaled and never clipped."
     if img.mode in ('I;16', 'I;16B', 'I;16L', 'I;16N', 'I', 'F'):
@@ -67,7 +67,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
         return _flatten_alpha(img)
     return img.convert('RGB')
 
-# %% ../nbs/02_data.ipynb #fca92263
+# %% ../nbs/02_data.ipynb #4f392525
 def _read_tiff(path: Path) -> Image.Image:
     "A TIFF that PIL cannot read (16-bit RGB, float) through tifffile, scaled to 8-bit RGB."
     import tifffile
@@ -76,7 +76,7 @@ def _read_tiff(path: Path) -> Image.Image:
     if arr.ndim == 3 and arr.shape[-1] == 4: arr = arr[..., :3]
     return Image.fromarray(_scaled_to_uint8(arr)).convert('RGB')
 
-# %% ../nbs/02_data.ipynb #77cb4cca
+# %% ../nbs/02_data.ipynb #0524e610
 def open_image(path, min_side: int = 0) -> Image.Image:
     "Open and fully decode an image file as 8-bit RGB, upright; a JPEG is decoded at reduced size when `min_side` allows."
     path = Path(path)
@@ -91,7 +91,7 @@ def open_image(path, min_side: int = 0) -> Image.Image:
             except Exception: pass
         raise ValueError(f"cannot read image {path}: {e}") from e
 
-# %% ../nbs/02_data.ipynb #961ce25e
+# %% ../nbs/02_data.ipynb #513ab1f9
 def _fit_square(img: Image.Image, side: int) -> Image.Image:
     "The largest centred square of `img`, resized to `side` pixels with antialiasing."
     w, h = img.size
@@ -99,23 +99,23 @@ def _fit_square(img: Image.Image, side: int) -> Image.Image:
     box = ((w - s) / 2, (h - s) / 2, (w + s) / 2, (h + s) / 2)
     return img.resize((side, side), Image.Resampling.BICUBIC, box=box, reducing_gap=2.0)
 
-# %% ../nbs/02_data.ipynb #13f633b4
+# %% ../nbs/02_data.ipynb #5cbab377
 def load_square(item, side: int) -> np.ndarray:
     "A file path or PIL image as its centred square resized to `side` pixels: a `(3,side,side)` uint8 array."
     img = to_rgb(ImageOps.exif_transpose(item)) if isinstance(item, Image.Image) else open_image(item, side)
     return np.ascontiguousarray(np.asarray(_fit_square(img, side)).transpose(2, 0, 1))
 
-# %% ../nbs/02_data.ipynb #61d5ccdf
+# %% ../nbs/02_data.ipynb #14cf7c99
 MIN_AB_SPREAD = 2.0  # Lab units: a grayscale JPEG measures below 0.1, the dullest real colour photo we saw 3.7
 
-# %% ../nbs/02_data.ipynb #e98d170e
+# %% ../nbs/02_data.ipynb #85351c4e
 def ab_spread(square: np.ndarray) -> float:
     "How far an image's colours spread from gray: the RMS of sqrt(a² + b²) in Lab units, on a ≤64-pixel thumbnail."
     step = max(1, square.shape[-1] // 64)
     x = torch.from_numpy(np.ascontiguousarray(square[:, ::step, ::step])).float().div_(255)[None]
     return rgb_to_lab(x)[:, 1:].square().sum(1).mean().sqrt().item()
 
-# %% ../nbs/02_data.ipynb #318fd51c
+# %% ../nbs/02_data.ipynb #6348f737
 def find_images(folder) -> list:
     "Every image file under `folder` (recursively), sorted; hidden files and folders are skipped."
     folder = Path(folder).expanduser()
@@ -124,12 +124,12 @@ def find_images(folder) -> list:
     return sorted(p for p in folder.rglob('*') if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
                   and not any(part.startswith('.') for part in p.relative_to(folder).parts))
 
-# %% ../nbs/02_data.ipynb #094a3089
+# %% ../nbs/02_data.ipynb #e62cf587
 def _item_name(item, i: int) -> str:
     "How to name an item in a message: its path, or its position for an in-memory image."
     return str(item) if isinstance(item, (str, Path)) else f"image #{i} of the list"
 
-# %% ../nbs/02_data.ipynb #f7d4ce71
+# %% ../nbs/02_data.ipynb #436d3490
 def resolve_source(source) -> tuple:
     "The items (paths or PIL images) of a source, and a description of it for messages."
     if isinstance(source, str) and source == 'sample': return sample_images(), "scikit-image's sample photos"
@@ -146,7 +146,7 @@ def resolve_source(source) -> tuple:
     if bad: raise TypeError(f"a source list must hold file paths or PIL images; got {sorted(set(bad))}")
     return items, f"a list of {len(items)} images"
 
-# %% ../nbs/02_data.ipynb #7d06cd61
+# %% ../nbs/02_data.ipynb #a305ffdb
 def _prepare_one(item, side: int, min_spread: float) -> tuple:
     "Decode and square one item: (array or None, 'ok' | 'gray' | 'unreadable', reason)."
     try: square = load_square(item, side)
@@ -155,7 +155,7 @@ def _prepare_one(item, side: int, min_spread: float) -> tuple:
     if spread < min_spread: return None, 'gray', f"ab spread {spread:.2f}"
     return square, 'ok', ''
 
-# %% ../nbs/02_data.ipynb #ffd47a59
+# %% ../nbs/02_data.ipynb #7d60967b
 def prepare_images(items: list, side: int, min_spread: float = MIN_AB_SPREAD, progress: Optional[bool] = None,
                    n_workers: Optional[int] = None) -> tuple:
     "Decode, square and check `items`: (uint8 array (N,3,side,side) of the usable ones, their names, counts)."
@@ -174,10 +174,10 @@ def prepare_images(items: list, side: int, min_spread: float = MIN_AB_SPREAD, pr
     array = np.stack([k[0] for k in kept]) if kept else np.zeros((0, 3, side, side), np.uint8)
     return array, [k[1] for k in kept], counts
 
-# %% ../nbs/02_data.ipynb #194373e0
+# %% ../nbs/02_data.ipynb #577cfcaf
 _CACHE_VERSION = 1
 
-# %% ../nbs/02_data.ipynb #d1237925
+# %% ../nbs/02_data.ipynb #3332d010
 def _cache_path(folder: Path, files: list, side: int, min_spread: float) -> Path:
     "The disk-cache file for these files and settings, named by a hash of them."
     h = hashlib.sha256(f"{_CACHE_VERSION}|{side}|{min_spread}".encode())
@@ -186,7 +186,7 @@ def _cache_path(folder: Path, files: list, side: int, min_spread: float) -> Path
         h.update(f"|{f.relative_to(folder)}|{st.st_size}|{st.st_mtime_ns}".encode())
     return folder / '.colorcourse-cache' / f"{side}px-{h.hexdigest()[:16]}.npy"
 
-# %% ../nbs/02_data.ipynb #1b22d347
+# %% ../nbs/02_data.ipynb #b8970f72
 def _check_writable(folder: Path):
     "Raise a clear error if the cache cannot be written in `folder`."
     try:
@@ -196,7 +196,7 @@ def _check_writable(folder: Path):
     except OSError as e:
         raise PermissionError(f"cannot write the image cache in {folder} ({e.strerror}); use cache='memory'") from e
 
-# %% ../nbs/02_data.ipynb #901860cc
+# %% ../nbs/02_data.ipynb #3f3339c5
 def cached_images(folder, side: int, min_spread: float = MIN_AB_SPREAD, progress: Optional[bool] = None) -> tuple:
     "`prepare_images` for a folder, stored in (or read back from) a memory-mapped file in the folder."
     folder = Path(folder).expanduser()
@@ -214,7 +214,7 @@ def cached_images(folder, side: int, min_spread: float = MIN_AB_SPREAD, progress
     meta_path.write_text(json.dumps(dict(names=names, counts=dict(counts))))
     return np.load(path, mmap_mode='r'), names, counts
 
-# %% ../nbs/02_data.ipynb #c759233a
+# %% ../nbs/02_data.ipynb #9a930dbe
 class LabBatch:
     "A batch of uint8 RGB squares to (L, ab) in model space on its device: random resized crops and flips for training."
     def __init__(self, size: int, train: bool, scale=(0.25, 1.), ratio=(3/4, 4/3), hflip: bool = True,
@@ -252,7 +252,7 @@ class LabBatch:
             x = F.interpolate(x, size=(self.size, self.size), mode='bilinear', antialias=True, align_corners=False)
         return lab_encode(x.clamp_(0, 1))
 
-# %% ../nbs/02_data.ipynb #59a58bde
+# %% ../nbs/02_data.ipynb #a3685bb7
 class CachedImages:
     "Decoded squares in a uint8 array `(N,3,S,S)` (in memory or memory-mapped), restricted to `idxs`; indices wrap around."
     def __init__(self, array: np.ndarray, idxs, names: list):
@@ -263,7 +263,7 @@ class CachedImages:
         "The squares at positions `idxs` as one uint8 tensor `(B,3,S,S)`."
         return torch.from_numpy(np.ascontiguousarray(self.array[self.idxs[np.asarray(idxs) % len(self.idxs)]]))
 
-# %% ../nbs/02_data.ipynb #802d3a22
+# %% ../nbs/02_data.ipynb #b484ed1f
 class ImageFiles:
     "Images decoded and squared on every access (no cache); an image that fails is skipped with a warning."
     def __init__(self, items: list, names: list, side: int): self.items, self.names, self.side = items, names, side
@@ -275,7 +275,7 @@ class ImageFiles:
             warnings.warn(f"skipping an image that failed to load mid-epoch: {e}")
             raise SkipItemException() from e
 
-# %% ../nbs/02_data.ipynb #362bb561
+# %% ../nbs/02_data.ipynb #db6f2ec7
 class ColorDataLoader(DataLoader):
     "A fastai `DataLoader` of uint8 squares that yields `(L, ab)` batches on its device (via its `LabBatch`)."
     def create_batches(self, samples):
@@ -289,14 +289,14 @@ class ColorDataLoader(DataLoader):
         return show_images([list((L[:n] + 1) / 2), list(lab_decode(L[:n], ab[:n]))],
                            row_titles=['input: L', 'target: L + ab'], size=size, **kwargs)
 
-# %% ../nbs/02_data.ipynb #b1ce1a4f
+# %% ../nbs/02_data.ipynb #ca0852f6
 def default_cache_side(size: int, n_images: int, budget: int = 2 * 2**30) -> int:
     "The largest of 4, 2 or 1.25 times `size` whose uint8 cache of `n_images` squares fits in `budget` bytes."
     for factor in (4, 2):
         if n_images * 3 * (factor * size) ** 2 <= budget: return factor * size
     return math.ceil(1.25 * size)
 
-# %% ../nbs/02_data.ipynb #34a81a83
+# %% ../nbs/02_data.ipynb #7f70126e
 def split_indices(n: int, valid_pct: float, seed: int) -> tuple:
     "A seeded random split of `n` items into sorted training and validation indices."
     if not 0 <= valid_pct < 1: raise ValueError(f"valid_pct must be in [0, 1); got {valid_pct}")
@@ -306,7 +306,7 @@ def split_indices(n: int, valid_pct: float, seed: int) -> tuple:
     perm = np.random.default_rng(seed).permutation(n)
     return np.sort(perm[n_valid:]), np.sort(perm[:n_valid])
 
-# %% ../nbs/02_data.ipynb #7de2b13a
+# %% ../nbs/02_data.ipynb #379a5b82
 def _source_images(source, size: int, cache_side: Optional[int], cache, min_spread: float, progress) -> tuple:
     "The usable images of `source` (a cached array, or items to decode on access), their names, counts and square side."
     if cache == 'disk':
@@ -325,7 +325,7 @@ def _source_images(source, size: int, cache_side: Optional[int], cache, min_spre
         return [by_name[n] for n in names], names, counts, side
     return array, names, counts, side
 
-# %% ../nbs/02_data.ipynb #8a12bddc
+# %% ../nbs/02_data.ipynb #ab8d7d9d
 def colorization_dls(source='sample', size: int = 64, bs: int = 32, valid_pct: float = 0.1, seed: int = 42,
                      cache: Optional[str] = 'memory', cache_side: Optional[int] = None, scale=(0.25, 1.),
                      vflip: bool = False, epoch_len: Optional[int] = None, min_ab_spread: float = MIN_AB_SPREAD,
@@ -350,7 +350,7 @@ def colorization_dls(source='sample', size: int = 64, bs: int = 32, valid_pct: f
     dls.counts, dls.size, dls.cache_side = counts, size, cache_side
     return dls
 
-# %% ../nbs/02_data.ipynb #301d3b40
+# %% ../nbs/02_data.ipynb #7ca26bf7
 @dataclass(frozen=True)
 class RemoteDataset:
     "A public dataset archive: where it is, its checksum ('sha256:…', 'md5:…' or 'md5-first-mib:…'), size, and the folder it yields."
@@ -361,10 +361,10 @@ class RemoteDataset:
     about: str
     convert: Optional[Callable] = None   # (extracted folder, final folder) -> None, for archives of non-image files
 
-# %% ../nbs/02_data.ipynb #b14237f0
+# %% ../nbs/02_data.ipynb #547655da
 CIFAR10_CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck')
 
-# %% ../nbs/02_data.ipynb #dba16702
+# %% ../nbs/02_data.ipynb #7d49f075
 def cifar10_to_png(bin_dir: Path, root: Path):
     "Write CIFAR-10's binary batches as PNG files: `root/{train,test}/<class>/<batch>_<index>.png`."
     splits = {'train': [f'data_batch_{i}.bin' for i in range(1, 6)], 'test': ['test_batch.bin']}
@@ -377,7 +377,7 @@ def cifar10_to_png(bin_dir: Path, root: Path):
                 out.parent.mkdir(parents=True, exist_ok=True)
                 Image.fromarray(rec[1:].reshape(3, 32, 32).transpose(1, 2, 0)).save(out)
 
-# %% ../nbs/02_data.ipynb #b5a30b48
+# %% ../nbs/02_data.ipynb #39fa920d
 DATASETS = {
     'tiny-imagenet': RemoteDataset('http://cs231n.stanford.edu/tiny-imagenet-200.zip',
                                    'md5:90528d7ca1a48142e341f4ef8d21d0de', None, 'tiny-imagenet-200',
@@ -394,12 +394,12 @@ DATASETS = {
                                 'imagenette2-160', 'Imagenette: 10 easy ImageNet classes, 160 px (fastai)'),
 }
 
-# %% ../nbs/02_data.ipynb #192ec304
+# %% ../nbs/02_data.ipynb #ab0f790c
 def data_dir() -> Path:
     "Where datasets are downloaded: `$COLORCOURSE_DATA`, else `~/.colorcourse/data`."
     return Path(os.environ.get('COLORCOURSE_DATA', '~/.colorcourse/data')).expanduser()
 
-# %% ../nbs/02_data.ipynb #5f5f2a71
+# %% ../nbs/02_data.ipynb #e0725653
 def file_checksum(path, algorithm: str = 'sha256', first_bytes: Optional[int] = None) -> str:
     "The hex digest of a file (or of its first `first_bytes` bytes), read in 1 MiB chunks."
     h, left = hashlib.new(algorithm), first_bytes if first_bytes is not None else float('inf')
@@ -408,7 +408,7 @@ def file_checksum(path, algorithm: str = 'sha256', first_bytes: Optional[int] = 
             h.update(chunk); left -= len(chunk)
     return h.hexdigest()
 
-# %% ../nbs/02_data.ipynb #3f40d719
+# %% ../nbs/02_data.ipynb #68e1dfc0
 def verify_file(path, checksum: Optional[str], size: Optional[int] = None):
     "Raise a `ValueError` saying what differs if `path` does not have `size` bytes and `checksum`."
     path = Path(path)
@@ -420,7 +420,7 @@ def verify_file(path, checksum: Optional[str], size: Optional[int] = None):
     actual = file_checksum(path, algorithm, first)
     if actual != expected.lower(): raise ValueError(f"{path.name} failed its {kind} check: expected {expected}, got {actual}")
 
-# %% ../nbs/02_data.ipynb #9d907c47
+# %% ../nbs/02_data.ipynb #03865d9c
 def _open_url(url: str, start: int, timeout: float):
     "Open `url` for reading from byte `start`, with a clear error when the network fails."
     req = urllib.request.Request(url, headers={'Range': f'bytes={start}-', 'User-Agent': 'colorcourse'} if start else
@@ -433,7 +433,7 @@ def _open_url(url: str, start: int, timeout: float):
         reason = getattr(e, 'reason', e)
         raise ConnectionError(f"cannot download {url}: {reason} (a partial download is kept and resumed next time)") from e
 
-# %% ../nbs/02_data.ipynb #0c2fff15
+# %% ../nbs/02_data.ipynb #c3b0ecea
 def download_url(url: str, dest, checksum: Optional[str] = None, size: Optional[int] = None,
                  progress: bool = True, timeout: float = 60) -> Path:
     "Fetch `url` to `dest`, resuming a partial `.part` file, then check it; a file that fails its check is deleted."
@@ -458,14 +458,14 @@ def download_url(url: str, dest, checksum: Optional[str] = None, size: Optional[
     part.replace(dest)
     return dest
 
-# %% ../nbs/02_data.ipynb #69c6fd54
+# %% ../nbs/02_data.ipynb #b312df53
 def _safe_members(names: list, archive: Path):
     "Refuse archive members that would land outside the extraction folder."
     for name in names:
         if name.startswith(('/', '\\')) or '..' in Path(name).parts:
             raise ValueError(f"{archive.name} holds an unsafe path {name!r}; refusing to extract it")
 
-# %% ../nbs/02_data.ipynb #73c40583
+# %% ../nbs/02_data.ipynb #cd4dc24d
 def extract_archive(archive, dest) -> list:
     "Extract a zip or tar archive into `dest` through a temporary folder; returns the top-level paths it created."
     archive, dest = Path(archive), Path(dest)
@@ -484,7 +484,7 @@ def extract_archive(archive, dest) -> list:
         return [dest / p.name for p in tops]
     finally: shutil.rmtree(tmp, ignore_errors=True)
 
-# %% ../nbs/02_data.ipynb #63809944
+# %% ../nbs/02_data.ipynb #41d807e8
 def download(name: str, dest=None, progress: bool = True) -> Path:
     "Download, check and extract the public dataset `name` once; later calls return its folder without network work."
     if name not in DATASETS: raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(sorted(DATASETS))}")
@@ -504,14 +504,14 @@ def download(name: str, dest=None, progress: bool = True) -> Path:
     archive.unlink()
     return root
 
-# %% ../nbs/02_data.ipynb #37681b1a
+# %% ../nbs/02_data.ipynb #3c6f0b46
 def lesson_source(name: str):
     "A lesson's data: the folder in `$COLORCOURSE_SOURCE` if set, else 'sample', else the downloaded dataset `name`."
     override = os.environ.get('COLORCOURSE_SOURCE')
     if override: return Path(override).expanduser()
     return 'sample' if name == 'sample' else download(name)
 
-# %% ../nbs/02_data.ipynb #3a98ea36
+# %% ../nbs/02_data.ipynb #a4b765c7
 def pipeline_speed(dl, n_batches: int = 20) -> float:
     "Images per second a loader delivers (first batch excluded), synchronising the GPU if it is one."
     sync = torch.cuda.synchronize if dl.device is not None and dl.device.type == 'cuda' else (lambda: None)
@@ -524,7 +524,7 @@ def pipeline_speed(dl, n_batches: int = 20) -> float:
     sync()
     return seen / (time.perf_counter() - start)
 
-# %% ../nbs/02_data.ipynb #33f54e49
+# %% ../nbs/02_data.ipynb #197e3b53
 def benchmark_pipeline(source='sample', size: int = 64, bs: int = 64, n_batches: int = 20, device=None, **kwargs) -> dict:
     "Images/s of the data pipeline with the uint8 cache and without it (decoding every image each time), plus the cache build time."
     start = time.perf_counter()
