@@ -27,7 +27,7 @@ from fastcore.parallel import parallel
 from fastprogress.fastprogress import progress_bar
 from fastai.data.core import DataLoaders
 from fastai.data.load import DataLoader, SkipItemException
-from .core import default_device, show_images, course_config, device_summary
+from .core import default_device, show_images
 from .lab import rgb_to_lab, lab_encode, lab_decode
 
 # %% ../nbs/02_data.ipynb #d0ed81a6

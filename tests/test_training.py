@@ -21,6 +21,7 @@ def dls():
 
 
 def quiet(learn):
+    "The learner without its progress bars (fastai's `no_bar` is a context manager; these tests want it for good)."
     learn.remove_cbs([cb for cb in learn.cbs if type(cb).__name__ == 'ProgressCallback'])
     return learn
 
