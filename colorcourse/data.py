@@ -289,6 +289,12 @@ class ColorDataLoader(DataLoader):
         return show_images([list((L[:n] + 1) / 2), list(lab_decode(L[:n], ab[:n]))],
                            row_titles=['input: L', 'target: L + ab'], size=size, **kwargs)
 
+    def reseed(self, seed: int = 42):
+        "Restart the shuffling and augmentation random streams, so that the next epochs repeat those of a fresh loader."
+        self.rng = random.Random(seed)
+        for f in getattr(self.after_batch, 'fs', [self.after_batch]):
+            if isinstance(f, LabBatch): f.gen.manual_seed(seed)
+
 # %% ../nbs/02_data.ipynb #ca0852f6
 def default_cache_side(size: int, n_images: int, budget: int = 2 * 2**30) -> int:
     "The largest of 4, 2 or 1.25 times `size` whose uint8 cache of `n_images` squares fits in `budget` bytes."
