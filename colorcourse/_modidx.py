@@ -397,6 +397,7 @@ d = { 'settings': { 'branch': 'main',
                                   'colorcourse.unet.down_block': ('unet.html#down_block', 'colorcourse/unet.py'),
                                   'colorcourse.unet.max_n_down': ('unet.html#max_n_down', 'colorcourse/unet.py'),
                                   'colorcourse.unet.norm_layer': ('unet.html#norm_layer', 'colorcourse/unet.py'),
+                                  'colorcourse.unet.retune_spectral_norm': ('unet.html#retune_spectral_norm', 'colorcourse/unet.py'),
                                   'colorcourse.unet.unet_channels': ('unet.html#unet_channels', 'colorcourse/unet.py'),
                                   'colorcourse.unet.up_block': ('unet.html#up_block', 'colorcourse/unet.py'),
                                   'colorcourse.unet.uses_bias': ('unet.html#uses_bias', 'colorcourse/unet.py')}}}

@@ -26,7 +26,7 @@ from fastai.metrics import Metric
 from fastai.optimizer import Adam
 from fastai.torch_core import params
 import fastai.callback.fp16, fastai.callback.progress  # to_fp16 and progress bars on every Learner
-from .unet import check_norm, conv_layer, norm_layer
+from .unet import check_norm, conv_layer, norm_layer, retune_spectral_norm
 from .training import ShapeCheck, check_output_shape, reference_batch
 from .metrics import colorization_metrics
 
@@ -79,6 +79,7 @@ def init_gan_weights(model: nn.Module, std: float = 0.02) -> nn.Module:
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
             w = m.parametrizations.weight.original if parametrize.is_parametrized(m, 'weight') else m.weight
             nn.init.normal_(w, 0., std)
+            retune_spectral_norm(m)             # spectral norm's vectors must follow the new weights
             if m.bias is not None: nn.init.zeros_(m.bias)
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.normal_(m.weight, 1., std); nn.init.zeros_(m.bias)

@@ -14,7 +14,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 from torch.nn.utils import parametrize
-from .unet import check_norm, conv_layer, norm_layer
+from .unet import check_norm, conv_layer, norm_layer, retune_spectral_norm
 
 # %% ../nbs/09_resnet.ipynb #b0f3ba44
 def resnet_block_layers(ch: int, norm: str = 'batch', dropout: bool = False) -> nn.Sequential:
@@ -79,6 +79,7 @@ def init_weights(model: nn.Module, kind: str = 'normal', gain: float = 0.02) -> 
             w = m.parametrizations.weight.original if parametrize.is_parametrized(m, 'weight') else m.weight
             if kind == 'normal': nn.init.normal_(w, 0., gain)
             else: nn.init.xavier_uniform_(w, gain)
+            retune_spectral_norm(m)             # spectral norm's vectors must follow the new weights
             if m.bias is not None: nn.init.zeros_(m.bias)
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.normal_(m.weight, 1., gain); nn.init.zeros_(m.bias)

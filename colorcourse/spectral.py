@@ -8,7 +8,7 @@ Docs: https://colorcourse.github.io/colorcourse/spectral_norm.html.md"""
 __all__ = ['weight_matrix', 'power_steps', 'power_iteration', 'SpectralNormHook', 'detach_weight', 'sn_dim', 'spectral_norm',
            'copy_from_torch', 'effective_weight', 'layer_spectral_norms', 'SpectralNormRecorder']
 
-# %% ../nbs/10_spectral_norm.ipynb #b22c2044
+# %% ../nbs/10_spectral_norm.ipynb #b1c2912f
 from typing import Optional
 import torch
 import torch.nn as nn
@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch.nn.utils import parametrize
 from fastai.callback.core import Callback
 
-# %% ../nbs/10_spectral_norm.ipynb #0c91f2cd
+# %% ../nbs/10_spectral_norm.ipynb #ff66ab18
 def weight_matrix(weight: torch.Tensor, dim: int = 0) -> torch.Tensor:
     "`weight` as a matrix with dimension `dim` (the outputs) as rows and all others flattened: (out, in·k·k) for a convolution."
     if weight.ndim < 2: raise ValueError(f"a weight matrix needs at least 2 dimensions; got shape {tuple(weight.shape)}")
@@ -41,7 +41,7 @@ def power_iteration(weight: torch.Tensor, n_iter: int = 1, u: Optional[torch.Ten
     sigma = torch.dot(u, W @ v)
     return (sigma, u, v) if return_vectors else sigma
 
-# %% ../nbs/10_spectral_norm.ipynb #b9b83bc7
+# %% ../nbs/10_spectral_norm.ipynb #f0216041
 class SpectralNormHook:
     "Forward pre-hook: set `module.weight` to `weight_orig / σ`, σ by power iteration on buffers `_u`, `_v` (updated in training only)."
     def __init__(self, n_power_iterations: int = 1, dim: int = 0, eps: float = 1e-12):
@@ -66,7 +66,7 @@ def detach_weight(module: nn.Module, inputs, output):
     "Forward hook: after the call, keep only a detached copy of the normalized weight (the output's graph holds the original)."
     module.weight = module.weight.detach()
 
-# %% ../nbs/10_spectral_norm.ipynb #b9ca07ff
+# %% ../nbs/10_spectral_norm.ipynb #91e9a519
 def sn_dim(module: nn.Module) -> int:
     "The dimension of `module.weight` that indexes the outputs: 1 for transposed convolutions, 0 otherwise (as in PyTorch)."
     return 1 if isinstance(module, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)) else 0
@@ -91,7 +91,7 @@ def spectral_norm(module: nn.Module, n_power_iterations: int = 1, eps: float = 1
     module.register_forward_hook(detach_weight)
     return module
 
-# %% ../nbs/10_spectral_norm.ipynb #7159a2a7
+# %% ../nbs/10_spectral_norm.ipynb #079cb280
 def copy_from_torch(ours: nn.Module, theirs: nn.Module) -> nn.Module:
     "Copy the weight, bias and u, v of a module wrapped by PyTorch's `parametrizations.spectral_norm` into one wrapped by ours."
     sn = theirs.parametrizations.weight[0]
@@ -101,7 +101,7 @@ def copy_from_torch(ours: nn.Module, theirs: nn.Module) -> nn.Module:
         if getattr(theirs, 'bias', None) is not None: ours.bias.copy_(theirs.bias)
     return ours
 
-# %% ../nbs/10_spectral_norm.ipynb #6f64d203
+# %% ../nbs/10_spectral_norm.ipynb #84136b37
 def effective_weight(module: nn.Module) -> torch.Tensor:
     "The weight `module`'s forward uses, without side effects: W / u·(Wv) for a spectrally normalized one (PyTorch's or ours)."
     if parametrize.is_parametrized(module, 'weight'):
@@ -121,7 +121,7 @@ def layer_spectral_norms(model: nn.Module) -> dict:
                 norms[name] = float(torch.linalg.matrix_norm(W, ord=2))
     return norms
 
-# %% ../nbs/10_spectral_norm.ipynb #11b1470d
+# %% ../nbs/10_spectral_norm.ipynb #b0c08a31
 class SpectralNormRecorder(Callback):
     "Record `layer_spectral_norms` of `learn.model.discriminator` (or of `learn.model`) every `every` training batches."
     order = 70
