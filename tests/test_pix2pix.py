@@ -5,8 +5,8 @@ import functools
 import pytest
 import torch
 import torch.nn as nn
-from torch.nn.utils.parametrizations import spectral_norm
 
+from pix2pix_reference import leaf_layers, n_params, ref_norm_layer, with_spectral
 from colorcourse.unet import NORMS
 from colorcourse.pix2pix import (PatchDiscriminator, PixelDiscriminator, conv_receptive_field, measured_patch_field,
                                  patch_map_size, receptive_field)
@@ -15,17 +15,6 @@ from colorcourse.pix2pix import (PatchDiscriminator, PixelDiscriminator, conv_re
 # --- Reference: a transcription of NLayerDiscriminator, PixelDiscriminator and get_norm_layer from
 # junyanz/pytorch-CycleGAN-and-pix2pix, models/networks.py (BSD licence), kept here for comparison only.
 # 'spectral' is not a reference option: it is the reference's 'none' with spectral norm around every conv.
-
-class Identity(nn.Module):  # the reference defines its own Identity
-    def forward(self, x): return x
-
-
-def ref_norm_layer(norm_type):
-    if norm_type == 'batch': return functools.partial(nn.BatchNorm2d, affine=True, track_running_stats=True)
-    if norm_type == 'instance': return functools.partial(nn.InstanceNorm2d, affine=False, track_running_stats=False)
-    if norm_type in ('none', 'spectral'): return lambda x: Identity()
-    raise NotImplementedError(norm_type)
-
 
 def ref_use_bias(norm_layer):
     # the reference: no bias before BatchNorm (its affine shift does the job), a bias before InstanceNorm
@@ -70,35 +59,18 @@ class RefPixelDiscriminator(nn.Module):
 # --- end of the reference transcription
 
 
-def with_spectral(net, norm):
-    "For 'spectral': spectral norm around every conv of the reference's 'none' network."
-    if norm == 'spectral':
-        for seq in net.modules():
-            if isinstance(seq, nn.Sequential):
-                for i, m in enumerate(seq):
-                    if isinstance(m, nn.Conv2d): seq[i] = spectral_norm(m)
-    return net
-
-
 def ref_patch(in_ch, nf, n_layers, norm): return with_spectral(RefNLayerDiscriminator(in_ch, nf, n_layers, ref_norm_layer(norm)), norm)
 def ref_pixel(in_ch, nf, norm): return with_spectral(RefPixelDiscriminator(in_ch, nf, ref_norm_layer(norm)), norm)
 
 
-def leaf_layers(net):
-    "The ordered list of leaf layers: (type name, conv geometry, shapes of their own parameters); a spectral-normed conv is one leaf."
-    out = []
-    def visit(m):
-        if hasattr(m, 'parametrizations') or not list(m.children()):
-            geom = (m.kernel_size, m.stride, m.padding) if isinstance(m, nn.Conv2d) else None
-            slope = m.negative_slope if isinstance(m, nn.LeakyReLU) else None
-            out.append((type(m).__name__, geom, slope, [tuple(p.shape) for p in m.parameters()]))
-        else:
-            for c in m.children(): visit(c)
-    visit(net)
-    return out
+def layer_details(m):
+    "A leaf layer's type, conv geometry, LeakyReLU slope and parameter shapes."
+    geom = (m.kernel_size, m.stride, m.padding) if isinstance(m, nn.Conv2d) else None
+    slope = m.negative_slope if isinstance(m, nn.LeakyReLU) else None
+    return (type(m).__name__, geom, slope, [tuple(p.shape) for p in m.parameters()])
 
 
-def n_params(net): return sum(p.numel() for p in net.parameters())
+def leaf_details(net): return leaf_layers(net, layer_details)
 
 
 @pytest.mark.parametrize('norm', NORMS)
@@ -106,7 +78,7 @@ def n_params(net): return sum(p.numel() for p in net.parameters())
 @pytest.mark.parametrize('n_layers', [1, 2, 3, 4])
 def test_patch_same_layers_as_reference(n_layers, nf, norm):
     ours, ref = PatchDiscriminator(3, nf, n_layers, norm), ref_patch(3, nf, n_layers, norm)
-    assert leaf_layers(ours) == leaf_layers(ref)
+    assert leaf_details(ours) == leaf_details(ref)
     assert n_params(ours) == n_params(ref)
 
 
@@ -114,7 +86,7 @@ def test_patch_same_layers_as_reference(n_layers, nf, norm):
 @pytest.mark.parametrize('nf', [8, 64])
 def test_pixel_same_layers_as_reference(nf, norm):
     ours, ref = PixelDiscriminator(3, nf, norm), ref_pixel(3, nf, norm)
-    assert leaf_layers(ours) == leaf_layers(ref)
+    assert leaf_details(ours) == leaf_details(ref)
     assert n_params(ours) == n_params(ref)
 
 

@@ -7,8 +7,8 @@ from urllib.error import URLError
 import pytest
 import torch
 import torch.nn as nn
-from torch.nn.utils.parametrizations import spectral_norm
 
+from pix2pix_reference import leaf_layers, n_params, ref_norm_layer, with_spectral
 from colorcourse.resnet import ResnetBlock, ResnetGenerator, init_weights, resnet_encoder, resnet_unet
 from colorcourse.unet import NORMS
 
@@ -17,17 +17,6 @@ from colorcourse.unet import NORMS
 # junyanz/pytorch-CycleGAN-and-pix2pix, models/networks.py (BSD licence), kept here for comparison only
 # (padding_type='reflect', the default). 'spectral' is not a reference option: it is the reference's
 # 'none' with spectral norm around every conv, the last one included.
-
-class Identity(nn.Module):  # the reference defines its own Identity
-    def forward(self, x): return x
-
-
-def ref_norm_layer(norm_type):
-    if norm_type == 'batch': return functools.partial(nn.BatchNorm2d, affine=True, track_running_stats=True)
-    if norm_type == 'instance': return functools.partial(nn.InstanceNorm2d, affine=False, track_running_stats=False)
-    if norm_type in ('none', 'spectral'): return lambda x: Identity()
-    raise NotImplementedError(norm_type)
-
 
 class RefResnetBlock(nn.Module):
     def __init__(self, dim, padding_type, norm_layer, use_dropout, use_bias):
@@ -82,34 +71,13 @@ class RefResnetGenerator(nn.Module):
 
 def reference(in_ch, out_ch, nf, n_blocks, norm, dropout=False):
     "The reference ResNet generator for our options (for 'spectral': 'none' plus spectral norm on every conv)."
-    net = RefResnetGenerator(in_ch, out_ch, nf, ref_norm_layer(norm), dropout, n_blocks)
-    if norm == 'spectral':
-        for block in list(net.modules()):
-            if isinstance(block, nn.Sequential):
-                for i, m in enumerate(block):
-                    if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)): block[i] = spectral_norm(m)
-    return net
-
-
-def leaf_layers(net):
-    "The ordered list of leaf layers: (type name, shapes of their own parameters); a spectral-normed conv counts as one leaf."
-    out = []
-    def visit(m):
-        if hasattr(m, 'parametrizations') or not list(m.children()):
-            out.append((type(m).__name__, sorted(tuple(p.shape) for p in m.parameters())))
-        else:
-            for c in m.children(): visit(c)
-    visit(net)
-    return out
+    return with_spectral(RefResnetGenerator(in_ch, out_ch, nf, ref_norm_layer(norm), dropout, n_blocks), norm)
 
 
 def conv_settings(net):
     "Kernel, stride, padding, output padding and bias of every conv, in order."
     return [(type(m).__name__, m.kernel_size, m.stride, m.padding, getattr(m, 'output_padding', None), m.bias is not None)
             for m in net.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
-
-
-def n_params(net): return sum(p.numel() for p in net.parameters())
 
 
 @pytest.mark.parametrize('norm', NORMS)

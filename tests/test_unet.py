@@ -5,25 +5,14 @@ import functools
 import pytest
 import torch
 import torch.nn as nn
-from torch.nn.utils.parametrizations import spectral_norm
 
+from pix2pix_reference import leaf_layers, n_params, ref_norm_layer, with_spectral
 from colorcourse.unet import NORMS, UnetGenerator, conv_layer, max_n_down, norm_layer, uses_bias
 
 
 # --- Reference: a transcription of UnetGenerator / UnetSkipConnectionBlock and get_norm_layer from
 # junyanz/pytorch-CycleGAN-and-pix2pix, models/networks.py (BSD licence), kept here for comparison only.
 # 'spectral' is not a reference option: it is the reference's 'none' with spectral norm around every conv.
-
-class Identity(nn.Module):  # the reference defines its own Identity
-    def forward(self, x): return x
-
-
-def ref_norm_layer(norm_type):
-    if norm_type == 'batch': return functools.partial(nn.BatchNorm2d, affine=True, track_running_stats=True)
-    if norm_type == 'instance': return functools.partial(nn.InstanceNorm2d, affine=False, track_running_stats=False)
-    if norm_type in ('none', 'spectral'): return lambda x: Identity()
-    raise NotImplementedError(norm_type)
-
 
 class RefUnetSkipConnectionBlock(nn.Module):
     def __init__(self, outer_nc, inner_nc, input_nc=None, submodule=None, outermost=False, innermost=False,
@@ -70,28 +59,7 @@ class RefUnetGenerator(nn.Module):
 
 def reference(in_ch, out_ch, n_down, nf, norm, dropout=True):
     "The reference U-Net for our options (for 'spectral': 'none' plus spectral norm on every conv)."
-    net = RefUnetGenerator(in_ch, out_ch, n_down, nf, ref_norm_layer(norm), dropout)
-    if norm == 'spectral':
-        for block in net.modules():
-            if isinstance(block, nn.Sequential):
-                for i, m in enumerate(block):
-                    if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)): block[i] = spectral_norm(m)
-    return net
-
-
-def leaf_layers(net):
-    "The ordered list of leaf layers: (type name, shapes of their own parameters); a spectral-normed conv counts as one leaf."
-    out = []
-    def visit(m):
-        if hasattr(m, 'parametrizations') or not list(m.children()):
-            out.append((type(m).__name__, sorted(tuple(p.shape) for p in m.parameters())))
-        else:
-            for c in m.children(): visit(c)
-    visit(net)
-    return out
-
-
-def n_params(net): return sum(p.numel() for p in net.parameters())
+    return with_spectral(RefUnetGenerator(in_ch, out_ch, n_down, nf, ref_norm_layer(norm), dropout), norm)
 
 
 @pytest.mark.parametrize('norm', NORMS)
