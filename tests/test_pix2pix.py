@@ -12,8 +12,9 @@ from colorcourse.pix2pix import (PatchDiscriminator, PixelDiscriminator, conv_re
                                  patch_map_size, receptive_field)
 
 
-# --- Reference: a transcription of NLayerDiscriminator, PixelDiscriminator and get_norm_layer from
-# junyanz/pytorch-CycleGAN-and-pix2pix, models/networks.py (BSD licence), kept here for comparison only.
+# --- Reference: a transcription of NLayerDiscriminator and PixelDiscriminator from
+# junyanz/pytorch-CycleGAN-and-pix2pix, models/networks.py (BSD licence), kept here for comparison only;
+# its get_norm_layer and the shared comparison helpers are in pix2pix_reference.py.
 # 'spectral' is not a reference option: it is the reference's 'none' with spectral norm around every conv.
 
 def ref_use_bias(norm_layer):

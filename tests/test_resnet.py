@@ -13,9 +13,10 @@ from colorcourse.resnet import ResnetBlock, ResnetGenerator, init_weights, resne
 from colorcourse.unet import NORMS
 
 
-# --- Reference: a transcription of ResnetGenerator / ResnetBlock and get_norm_layer from
+# --- Reference: a transcription of ResnetGenerator / ResnetBlock from
 # junyanz/pytorch-CycleGAN-and-pix2pix, models/networks.py (BSD licence), kept here for comparison only
-# (padding_type='reflect', the default). 'spectral' is not a reference option: it is the reference's
+# (padding_type='reflect', the default; get_norm_layer and the comparison helpers are in pix2pix_reference.py).
+# 'spectral' is not a reference option: it is the reference's
 # 'none' with spectral norm around every conv, the last one included.
 
 class RefResnetBlock(nn.Module):

@@ -10,8 +10,9 @@ from pix2pix_reference import leaf_layers, n_params, ref_norm_layer, with_spectr
 from colorcourse.unet import NORMS, UnetGenerator, conv_layer, max_n_down, norm_layer, uses_bias
 
 
-# --- Reference: a transcription of UnetGenerator / UnetSkipConnectionBlock and get_norm_layer from
-# junyanz/pytorch-CycleGAN-and-pix2pix, models/networks.py (BSD licence), kept here for comparison only.
+# --- Reference: a transcription of UnetGenerator / UnetSkipConnectionBlock from
+# junyanz/pytorch-CycleGAN-and-pix2pix, models/networks.py (BSD licence), kept here for comparison only;
+# its get_norm_layer and the shared comparison helpers are in pix2pix_reference.py.
 # 'spectral' is not a reference option: it is the reference's 'none' with spectral norm around every conv.
 
 class RefUnetSkipConnectionBlock(nn.Module):
