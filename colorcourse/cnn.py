@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.basics import listify
-from .core import seed_everything
+from .core import records_args, seed_everything
 from .lab import AB_SCALE, lab_to_rgb
 from .training import colorization_learner
 
@@ -28,6 +28,7 @@ def conv_relu_stack(ni: int, nf: int, n_convs: int, stride: int = 1, dilation: i
     return layers
 
 # %% ../nbs/05_cnn.ipynb #b4e29fb5
+@records_args
 def plain_cnn(nf: int = 32, depth: int = 6) -> nn.Sequential:
     "The naive baseline: `depth` 3×3 convolutions at full resolution (ReLU between them), tanh out."
     if depth < 2: raise ValueError(f"depth must be at least 2; got {depth}")
@@ -54,6 +55,7 @@ def zhang_block(ni: int, nf: int, n_convs: int, stride: int = 1, dilation: int =
     return nn.Sequential(*layers)
 
 # %% ../nbs/05_cnn.ipynb #0527f9fa
+@records_args
 class ColorCNN(nn.Module):
     "Zhang et al.'s colorization CNN, `nf` wide with `n_mid` middle blocks: ab by regression, or via `quantizer` bins."
     def __init__(self, nf: int = 64, n_mid: int = 4, dropout: float = 0., quantizer=None, T: float = 0.38):
@@ -95,6 +97,7 @@ def in_gamut_cells(grid: int = 10, margin: float = 0.5, n_L: int = 101, n_sub: i
     return torch.stack([a[hit], b[hit]], 1)
 
 # %% ../nbs/05_cnn.ipynb #acdc603d
+@records_args
 class ABQuantizer:
     "The in-gamut `grid`×`grid` bins of the ab plane: soft encoding, colour prior, rebalancing weights, annealed-mean decoding."
     def __init__(self, grid: int = 10, margin: float = 0.5):

@@ -25,6 +25,7 @@ from fastai.callback.core import Callback
 from fastai.metrics import Metric
 from fastai.optimizer import Adam
 from fastai.torch_core import params
+from .core import records_args
 import fastai.callback.fp16, fastai.callback.progress  # to_fp16 and progress bars on every Learner
 from .unet import check_norm, conv_layer, norm_layer, retune_spectral_norm
 from .training import ShapeCheck, check_output_shape, reference_batch
@@ -86,6 +87,7 @@ def init_gan_weights(model: nn.Module, std: float = 0.02) -> nn.Module:
     return model
 
 # %% ../nbs/07_dcgan.ipynb #115549f6
+@records_args
 class DCGANDiscriminator(nn.Module):
     "The DCGAN discriminator (Radford et al. 2016): 4×4 stride-2 convs down to 4×4, then a 4×4 conv to one logit per image, `(B,)`."
     def __init__(self, in_ch: int = 3, size: int = 64, nf: int = 64, norm: str = 'batch'):

@@ -16,12 +16,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 from fastai.callback.core import Callback
 from fastai.callback.schedule import combine_scheds, SchedLin, SchedNo
+from .core import records_args
 from .unet import UnetGenerator, check_norm, conv_layer, norm_layer, max_n_down
 from .gan import gan_adam, gan_learner, init_gan_weights
 from .lab import L_SCALE, AB_SCALE, lab_decode, rgb_to_lab
 from .training import colorization_learner, reference_batch
 
 # %% ../nbs/08_pix2pix.ipynb #20e8a008
+@records_args
 class PatchDiscriminator(nn.Module):
     "pix2pix's PatchGAN: 4×4 convs (`n_layers` with stride 2, two with stride 1) giving one real/fake logit per patch, `(B, 1, h, w)`."
     def __init__(self, in_ch: int = 3, nf: int = 64, n_layers: int = 3, norm: str = 'batch'):
@@ -87,6 +89,7 @@ def measured_patch_field(D: nn.Module, size: int = 256) -> int:
     return int(max(rows.max() - rows.min(), cols.max() - cols.min())) + 1
 
 # %% ../nbs/08_pix2pix.ipynb #644988fe
+@records_args
 class PixelDiscriminator(nn.Module):
     "pix2pix's PixelGAN: 1×1 convolutions only, one real/fake logit per pixel, `(B, 1, H, W)`."
     def __init__(self, in_ch: int = 3, nf: int = 64, norm: str = 'batch'):
@@ -149,6 +152,7 @@ def fit_pix2pix(learn, epochs: int, lr: Optional[float] = None, decay_pct: float
     return sched
 
 # %% ../nbs/08_pix2pix.ipynb #822b72f8
+@records_args
 def pix2pix_generator(size: int, n_down: Optional[int] = None, nf: int = 64, norm: str = 'batch', out_ch: int = 2) -> UnetGenerator:
     "pix2pix's U-Net (with dropout) for `size`-pixel images, `n_down` levels (default: as many as `size` allows, at most 8), N(0, 0.02) weights."
     return init_gan_weights(UnetGenerator(1, out_ch, min(8, max_n_down(size)) if n_down is None else n_down, nf, norm, dropout=True))
@@ -169,6 +173,7 @@ def pretrain_generator(dls, generator: nn.Module, epochs: int, lr: float = 2e-4,
     return learn
 
 # %% ../nbs/08_pix2pix.ipynb #bbfb53d1
+@records_args
 class RGBColorizer(nn.Module):
     "Wrap a network L -> RGB (3 channels, tanh, in [-1, 1]) as a colorizer L -> ab; keeps its last `rgb` (in [0, 1]) and input `L`."
     def __init__(self, net: nn.Module):

@@ -14,6 +14,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 from torch.nn.utils import parametrize
+from .core import records_args
 from .unet import check_norm, conv_layer, norm_layer, retune_spectral_norm
 
 # %% ../nbs/09_resnet.ipynb #b0f3ba44
@@ -39,6 +40,7 @@ def resnet_up_conv(ni: int, nf: int, norm: str = 'batch') -> nn.Module:
     return conv
 
 # %% ../nbs/09_resnet.ipynb #8a21c0fd
+@records_args
 class ResnetGenerator(nn.Module):
     "The pix2pix/CycleGAN ResNet generator, L `(B, in_ch, H, W)` -> ab `(B, out_ch, H, W)` in [-1, 1], with `n_blocks` residual blocks."
     def __init__(self, in_ch: int = 1, out_ch: int = 2, nf: int = 64, n_blocks: int = 9, norm: str = 'batch',
@@ -100,6 +102,7 @@ def resnet_encoder(arch: str = 'resnet18', pretrained: bool = True) -> tuple:
             return tvm.get_model(arch, weights=None), False
     return tvm.get_model(arch, weights=None), False
 
+@records_args
 def resnet_unet(arch: str = 'resnet18', pretrained: bool = True, size: int = 64, n_in: int = 1, n_out: int = 2,
                 **kwargs) -> nn.Module:
     "fastai's `DynamicUnet` on a ResNet encoder (ImageNet weights if they can be loaded), `n_in` channels in, `n_out` in (-1, 1) out."

@@ -19,7 +19,7 @@ from fastai.learner import Learner
 from fastai.callback.core import Callback
 from fastai.optimizer import Adam
 import fastai.callback.schedule, fastai.callback.fp16, fastai.callback.progress  # fit_one_cycle, lr_find, to_fp16, progress bars
-from .core import show_images
+from .core import records_args, show_images
 from .lab import lab_decode
 from .metrics import colorization_metrics
 
@@ -29,6 +29,7 @@ def conv_bn_relu(ni: int, nf: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(ni, nf, 3, stride, 1, bias=False), nn.BatchNorm2d(nf), nn.ReLU(inplace=True))
 
 # %% ../nbs/04_training.ipynb #8c6e4bc3
+@records_args
 def simple_colorizer(nf: int = 32) -> nn.Sequential:
     "A small fully convolutional colorizer, L -> ab: two stride-2 convolutions down, two upsamplings back, tanh out."
     return nn.Sequential(
@@ -151,6 +152,7 @@ class LossRecorder(Callback):
         return ax
 
 # %% ../nbs/04_training.ipynb #45cdb64a
+@records_args
 class ConstantColor(nn.Module):
     "A baseline 'model' that predicts the same ab (model space) for every pixel: (0, 0) is the gray guess."
     def __init__(self, ab=(0., 0.)):

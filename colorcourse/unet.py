@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm
+from .core import records_args
 
 # %% ../nbs/06_unet.ipynb #1d624148
 NORMS = ('batch', 'instance', 'spectral', 'none')
@@ -78,6 +79,7 @@ def max_n_down(size: int) -> int:
     return (size & -size).bit_length() - 1
 
 # %% ../nbs/06_unet.ipynb #46709c72
+@records_args
 class UnetGenerator(nn.Module):
     "The pix2pix U-Net, L `(B, in_ch, H, W)` -> ab `(B, out_ch, H, W)` in [-1, 1]; `skips=False` gives the same net without skip connections."
     def __init__(self, in_ch: int = 1, out_ch: int = 2, n_down: int = 8, nf: int = 64, norm: str = 'batch',
