@@ -33,3 +33,133 @@ def test_info_names_the_device(console_script):
 def test_unknown_command_is_one_clear_error(console_script):
     r = run(console_script, 'paint')
     assert r.returncode == 2 and "invalid choice: 'paint'" in r.stderr and 'Traceback' not in r.stderr
+
+
+# --- colorize, train and demo: what a user types, and every mistake a user makes -------------------------------------
+
+import pytest
+from PIL import Image
+
+
+def one_line_error(r, *fragments):
+    "A user's mistake: exit code 2, one line on stderr naming the problem, no traceback."
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    assert len(lines) == 1 and 'Traceback' not in r.stderr, r.stderr
+    for f in fragments: assert f in lines[0], (f, lines[0])
+
+
+@pytest.fixture(scope='module')
+def workspace(tmp_path_factory):
+    "Two photos, a colorizer checkpoint and a discriminator checkpoint (untrained, small)."
+    from skimage import data
+    from colorcourse.inference import save_checkpoint
+    from colorcourse.pix2pix import pix2pix_generator, PatchDiscriminator
+    root = tmp_path_factory.mktemp('cli')
+    photos = root / 'photos'; photos.mkdir()
+    Image.fromarray(data.coffee()).save(photos / 'coffee.jpg')
+    Image.fromarray(data.astronaut()).convert('L').resize((300, 200)).save(photos / 'astronaut.png')
+    save_checkpoint(root / 'g.safetensors', pix2pix_generator(32, nf=8), size=32)
+    save_checkpoint(root / 'd.safetensors', PatchDiscriminator(3, 8), size=32)
+    return root
+
+
+def test_colorize_writes_each_photo_at_its_size(console_script, workspace, tmp_path):
+    r = run(console_script, 'colorize', workspace / 'photos', '-o', tmp_path / 'out', '--checkpoint', workspace / 'g.safetensors')
+    assert r.returncode == 0, r.stderr
+    assert Image.open(tmp_path / 'out' / 'coffee_color.jpg').size == (600, 400)
+    assert Image.open(tmp_path / 'out' / 'astronaut_color.png').size == (300, 200)
+
+
+def test_colorize_never_overwrites_without_force(console_script, workspace, tmp_path):
+    out = tmp_path / 'out'; out.mkdir()
+    (out / 'coffee_color.jpg').write_bytes(b'my precious file')
+    args = ('colorize', workspace / 'photos' / 'coffee.jpg', '-o', out, '--checkpoint', workspace / 'g.safetensors')
+    one_line_error(run(console_script, *args), 'exist already', '--force'[2:])
+    assert (out / 'coffee_color.jpg').read_bytes() == b'my precious file'
+    assert run(console_script, *args, '--force').returncode == 0
+    assert Image.open(out / 'coffee_color.jpg').size == (600, 400)
+
+
+def test_colorize_never_overwrites_an_input(console_script, workspace):
+    before = (workspace / 'photos' / 'coffee.jpg').read_bytes()
+    r = run(console_script, 'colorize', workspace / 'photos' / 'coffee.jpg', '-o', workspace / 'photos', '--suffix', '',
+            '--checkpoint', workspace / 'g.safetensors', '--force')
+    one_line_error(r, 'would overwrite an input')
+    assert (workspace / 'photos' / 'coffee.jpg').read_bytes() == before
+
+
+def test_colorize_missing_input(console_script, workspace, tmp_path):
+    one_line_error(run(console_script, 'colorize', tmp_path / 'nope.jpg', '-o', tmp_path / 'out',
+                       '--checkpoint', workspace / 'g.safetensors'), 'no such file or folder', 'nope.jpg')
+    assert not (tmp_path / 'out').exists()
+
+
+def test_colorize_folder_without_images(console_script, workspace, tmp_path):
+    (tmp_path / 'docs').mkdir(); (tmp_path / 'docs' / 'notes.txt').write_text('no photos here')
+    one_line_error(run(console_script, 'colorize', tmp_path / 'docs', '-o', tmp_path / 'out',
+                       '--checkpoint', workspace / 'g.safetensors'), 'no images in the folder')
+
+
+def test_colorize_corrupt_image(console_script, workspace, tmp_path):
+    (tmp_path / 'broken.jpg').write_bytes(b'\xff\xd8\xff\xe0' + b'garbage' * 10)
+    one_line_error(run(console_script, 'colorize', tmp_path / 'broken.jpg', '-o', tmp_path / 'out',
+                       '--checkpoint', workspace / 'g.safetensors'), 'cannot read image', 'broken.jpg')
+    assert not list((tmp_path / 'out').glob('*'))
+
+
+def test_colorize_unwritable_output_folder(console_script, workspace, tmp_path):
+    (tmp_path / 'a_file').write_text('not a folder')     # even root cannot create a folder inside a file
+    one_line_error(run(console_script, 'colorize', workspace / 'photos', '-o', tmp_path / 'a_file' / 'out',
+                       '--checkpoint', workspace / 'g.safetensors'), 'cannot write to the folder')
+
+
+def test_colorize_with_a_discriminator_checkpoint(console_script, workspace, tmp_path):
+    one_line_error(run(console_script, 'colorize', workspace / 'photos', '-o', tmp_path / 'out',
+                       '--checkpoint', workspace / 'd.safetensors'), 'PatchDiscriminator', 'not a colorizer')
+    assert not (tmp_path / 'out').exists() or not list((tmp_path / 'out').iterdir())
+
+
+def test_colorize_with_a_missing_or_foreign_checkpoint(console_script, workspace, tmp_path):
+    one_line_error(run(console_script, 'colorize', workspace / 'photos', '-o', tmp_path / 'out',
+                       '--checkpoint', tmp_path / 'none.safetensors'), 'no checkpoint file')
+    (tmp_path / 'photo.safetensors').write_bytes((workspace / 'photos' / 'coffee.jpg').read_bytes())
+    one_line_error(run(console_script, 'colorize', workspace / 'photos', '-o', tmp_path / 'out',
+                       '--checkpoint', tmp_path / 'photo.safetensors'), 'not a readable safetensors checkpoint')
+
+
+def test_train_saves_a_checkpoint_that_colorizes(console_script, workspace, tmp_path):
+    ckpt = tmp_path / 'unet.safetensors'
+    r = run(console_script, 'train', '--model', 'unet', '--data', 'sample', '--size', '32', '--epochs', '1',
+            '--epoch-len', '16', '--bs', '8', '--nf', '8', '--out', ckpt)
+    assert r.returncode == 0, r.stderr
+    assert 'gray (ab = 0)' in r.stdout and ckpt.exists()
+    from colorcourse.inference import load_colorizer
+    assert load_colorizer(ckpt).checkpoint['size'] == 32
+    r = run(console_script, 'colorize', workspace / 'photos', '-o', tmp_path / 'out', '--checkpoint', ckpt)
+    assert r.returncode == 0, r.stderr
+
+
+def test_train_refuses_an_existing_output_before_training(console_script, tmp_path):
+    (tmp_path / 'model.safetensors').write_bytes(b'an earlier model')
+    one_line_error(run(console_script, 'train', '--out', tmp_path / 'model.safetensors'), 'exists', '--force')
+    assert (tmp_path / 'model.safetensors').read_bytes() == b'an earlier model'
+
+
+def test_train_missing_data_folder(console_script, tmp_path):
+    one_line_error(run(console_script, 'train', '--data', tmp_path / 'no_photos', '--out', tmp_path / 'm.safetensors'),
+                   'no such folder')
+
+
+@pytest.mark.slow
+def test_demo_colorizes_and_beats_gray(console_script, tmp_path):
+    "The README's first command: trains in about a minute on 2 CPU cores, writes its files, and beats the gray baseline."
+    r = subprocess.run([str(console_script), 'demo'], capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert 'the model beats the gray baseline on ab L1' in r.stdout, r.stdout
+    rows = {l.split()[0]: l.split() for l in r.stdout.splitlines() if l.startswith(('gray', 'model'))}
+    assert float(rows['model'][1]) < 0.8 * float(rows['gray'][4]), r.stdout   # ab_l1 of the model vs gray's (col after '(ab = 0)')
+    assert (tmp_path / 'colorcourse-demo' / 'demo.safetensors').exists()
+    assert Image.open(tmp_path / 'colorcourse-demo' / 'demo_grid.png').size[0] > 200
+    again = subprocess.run([str(console_script), 'demo'], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    one_line_error(again, 'exists', '--force')
