@@ -8,15 +8,13 @@ Docs: https://colorcourse.github.io/colorcourse/cli.html.md"""
 __all__ = ['COMMANDS', 'MODELS', 'CLIError', 'build_parser', 'main', 'recipe_learner', 'load_data', 'score_table',
            'train_and_save', 'demo_config', 'demo_grid']
 
-# %% ../nbs/12a_cli.ipynb #00e462c0
+# %% ../nbs/12a_cli.ipynb #76953d7d
 import argparse, sys, time, warnings
 from pathlib import Path
 from typing import Optional
-import torch
-from . import __version__
-from .core import device_summary, show_images
+from . import __version__   # the rest (torch, fastai) is imported by the command that needs it: a fast --help
 
-# %% ../nbs/12a_cli.ipynb #a7151cee
+# %% ../nbs/12a_cli.ipynb #214462ff
 def _info_options(p: argparse.ArgumentParser):
     "`info` takes no options."
 
@@ -30,24 +28,27 @@ def _info(args) -> int:
 
 COMMANDS = {'info': ('show versions and the device that training would use', _info_options, _info)}
 
-# %% ../nbs/12a_cli.ipynb #e0102d31
+# %% ../nbs/12a_cli.ipynb #dad0e57b
 class CLIError(Exception):
     "A problem with the user's input: printed as one line, with exit code 2 and no traceback."
 
-def build_parser() -> argparse.ArgumentParser:
-    "The `colorcourse` argument parser, one sub-parser per entry in `COMMANDS`."
+def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
+    "The `colorcourse` parser, one sub-parser per entry in `COMMANDS`; with `only`, just that command gets its options."
     p = argparse.ArgumentParser(prog='colorcourse', description='Automatic image colorization with deep learning: '
                                 'the command of the colorcourse course (https://colorcourse.github.io/colorcourse/).')
     p.add_argument('--version', action='version', version=f'colorcourse {__version__}')
     sub = p.add_subparsers(dest='command', metavar='COMMAND')
-    for name, (help, add_options, _) in COMMANDS.items(): add_options(sub.add_parser(name, help=help, description=help))
+    for name, (help, add_options, _) in COMMANDS.items():
+        sp = sub.add_parser(name, help=help, description=help)
+        if only is None or name == only: add_options(sp)
     return p
 
 def main(argv=None) -> int:
     "Run `colorcourse` with `argv` (default: the command line); returns the exit code."
     if not sys.warnoptions:   # a user of the command has no use for the deprecation notices of its libraries
         for category in (FutureWarning, DeprecationWarning): warnings.filterwarnings('ignore', category=category)
-    p = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    p = build_parser(only=next((a for a in argv if a in COMMANDS), ''))   # options of the command given only: a fast --help
     args = p.parse_args(argv)
     if args.command is None:
         p.print_help()
@@ -60,7 +61,7 @@ def main(argv=None) -> int:
         print(f'colorcourse {args.command}: interrupted', file=sys.stderr)
         return 130
 
-# %% ../nbs/12a_cli.ipynb #cd36c41f
+# %% ../nbs/12a_cli.ipynb #33b106b3
 def _colorize_options(p: argparse.ArgumentParser):
     "Options of `colorize`."
     p.add_argument('inputs', nargs='+', metavar='IN', help='photos, or folders of photos (searched recursively)')
@@ -81,7 +82,7 @@ def _colorize(args) -> int:
     print(f'colorized {len(written)} photo(s) into {args.out_dir}')
     return 0
 
-# %% ../nbs/12a_cli.ipynb #365f594a
+# %% ../nbs/12a_cli.ipynb #c2545bb2
 MODELS = ('cnn', 'unet', 'dcgan', 'pix2pix', 'resnet')
 
 def recipe_learner(name: str, dls, nf: int = 64, lr: Optional[float] = None):
@@ -105,7 +106,7 @@ def recipe_learner(name: str, dls, nf: int = 64, lr: Optional[float] = None):
         return gan_learner(dls, G, PatchDiscriminator(3, nf), lr=lr or 2e-4), gan_fit(lr or 2e-4)
     raise CLIError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
 
-# %% ../nbs/12a_cli.ipynb #56750b95
+# %% ../nbs/12a_cli.ipynb #67dd6877
 def _checked_output_file(path, force: bool) -> Path:
     "`path` as a new file in a writable folder (an existing file only with `force`), checked before any work."
     from colorcourse.inference import check_writable_folder
@@ -125,7 +126,7 @@ def load_data(data: str, size: int, bs: int, epoch_len: Optional[int], valid_pct
         warnings.simplefilter('ignore')   # photos dropped as gray or unreadable are counted in dls.counts
         return colorization_dls(source, size=size, bs=bs, valid_pct=valid_pct, seed=seed, epoch_len=epoch_len, progress=False)
 
-# %% ../nbs/12a_cli.ipynb #22a5843c
+# %% ../nbs/12a_cli.ipynb #b380348f
 def score_table(dls, model, dl=None):
     "The model's metrics next to the gray and mean-colour baselines on `dl` (default: the validation photos)."
     from colorcourse.training import score_models, ConstantColor, mean_ab
@@ -147,7 +148,7 @@ def train_and_save(name: str, dls, epochs: int, out, nf: int = 64, lr: Optional[
     save_checkpoint(out, learn, size=dls.size, overwrite=force, recipe=name, epochs=epochs, data_images=dls.counts.used)
     return colorizer_of(learn).eval(), seconds
 
-# %% ../nbs/12a_cli.ipynb #d66a9100
+# %% ../nbs/12a_cli.ipynb #087f5c4a
 def _train_options(p: argparse.ArgumentParser):
     "Options of `train`."
     p.add_argument('--model', choices=MODELS, default='pix2pix', help='which model family (default: pix2pix)')
@@ -163,6 +164,7 @@ def _train_options(p: argparse.ArgumentParser):
 
 def _train(args) -> int:
     "Train a model and save its checkpoint; print its validation metrics against the baselines."
+    from colorcourse.core import device_summary
     if args.size < 16 or args.epochs < 1: raise CLIError(f"--size must be at least 16 and --epochs at least 1; got {args.size}, {args.epochs}")
     out = _checked_output_file(args.out, args.force)
     dls = load_data(args.data, args.size, args.bs, args.epoch_len)
@@ -173,15 +175,17 @@ def _train(args) -> int:
     if len(dls.valid.dataset): print(score_table(dls, model).to_string())
     return 0
 
-# %% ../nbs/12a_cli.ipynb #0e0c9540
+# %% ../nbs/12a_cli.ipynb #aa39554b
 def demo_config(device) -> dict:
     "The demo's size: about a minute on 2 CPU cores, larger on a GPU."
-    if torch.device(device).type == 'cuda': return dict(size=64, epochs=20, epoch_len=1024, bs=32, nf=32, lr=2e-3)
-    return dict(size=32, epochs=6, epoch_len=256, bs=16, nf=16, lr=2e-3)
+    import torch
+    if torch.device(device).type == 'cuda': return dict(size=128, epochs=20, epoch_len=1024, bs=32, nf=64, lr=2e-3)
+    return dict(size=64, epochs=10, epoch_len=256, bs=16, nf=32, lr=2e-3)
 
 def demo_grid(dls, model, path: Path):
     "Save a PNG at `path` of every training photo (whole squares): gray input, colorized and truth in three rows."
-    import matplotlib; from matplotlib import pyplot as plt
+    from matplotlib import pyplot as plt
+    from colorcourse.core import show_images
     from colorcourse.training import train_view
     from colorcourse.inference import predict_ab
     from colorcourse.lab import lab_decode
@@ -194,16 +198,16 @@ def demo_grid(dls, model, path: Path):
     _write_atomically(path, lambda tmp: fig.savefig(tmp, format='png', dpi=100, bbox_inches='tight'))
     plt.close(fig)
 
-# %% ../nbs/12a_cli.ipynb #69a73201
+# %% ../nbs/12a_cli.ipynb #51dfb806
 def _demo_options(p: argparse.ArgumentParser):
     "Options of `demo`."
     p.add_argument('-o', '--out-dir', default='colorcourse-demo', help='folder for demo.safetensors and demo_grid.png (default: colorcourse-demo)')
-    p.add_argument('--epochs', type=int, default=None, help='epochs (default: 6 on a CPU, 20 on a GPU)')
+    p.add_argument('--epochs', type=int, default=None, help='epochs (default: 10 on a CPU, 20 on a GPU)')
     p.add_argument('--force', action='store_true', help='overwrite an earlier demo in the folder')
 
 def _demo(args) -> int:
     "Train a small pix2pix on the bundled photos, save the checkpoint and a before/after grid, print the metrics."
-    from colorcourse.core import default_device
+    from colorcourse.core import default_device, device_summary
     from colorcourse.inference import check_writable_folder
     from colorcourse.training import train_view
     out_dir = check_writable_folder(args.out_dir)
@@ -224,9 +228,22 @@ def _demo(args) -> int:
           f"wrote {grid} and {ckpt}\nnext: colorcourse colorize YOUR_PHOTO.jpg -o colorized --checkpoint {ckpt}")
     return 0
 
-# %% ../nbs/12a_cli.ipynb #6426b146
+# %% ../nbs/12a_cli.ipynb #e786e108
 COMMANDS.update({
     'demo': ('train a small pix2pix on bundled photos in about a minute; write a checkpoint and a before/after grid',
              _demo_options, _demo),
     'train': ('train a colorizer (cnn, unet, dcgan, pix2pix, resnet) and save its checkpoint', _train_options, _train),
     'colorize': ('colorize photos or folders of photos with a checkpoint', _colorize_options, _colorize)})
+
+# %% ../nbs/12a_cli.ipynb #482c5728
+def _bench_options(p: argparse.ArgumentParser):
+    "Options of `bench`: see `colorcourse.speed.bench_options`."
+    from colorcourse.speed import bench_options
+    bench_options(p)
+
+def _bench(args) -> int:
+    "Run the speed benchmark and print its JSON."
+    from colorcourse.speed import bench_command
+    return bench_command(args)
+
+COMMANDS['bench'] = ('benchmark training speed, data pipeline and Lab conversion (JSON)', _bench_options, _bench)

@@ -298,7 +298,7 @@ def plan_outputs(files: list, out_dir, force: bool = False, suffix: str = '_colo
     if clashes: raise ValueError(f"several inputs would be written to {clashes[0]}: rename them or colorize them separately")
     existing = [o for o in outs if o.exists()]
     if existing and not force:
-        raise FileExistsError(f"{len(existing)} output file(s) exist already, e.g. {existing[0]}; pass force to overwrite them")
+        raise FileExistsError(f"{len(existing)} output file(s) exist already, e.g. {existing[0]}; pass force=True (--force on the command line) to overwrite them")
     return outs
 
 # %% ../nbs/12_inference.ipynb #2a0c935f

@@ -27,3 +27,48 @@ def console_script() -> Path:
     exe = Path(sys.executable).parent / 'colorcourse'
     if not exe.exists(): pytest.fail(f"{exe} is missing: install the package first (`pip install -e '.[dev]'`)")
     return exe
+
+
+# --- The release as pip sees it: built once per session, shared by the release checks and the Colab smoke runs (tests/test_release.py). ---
+import os, shutil, subprocess, venv
+
+
+def run(cmd, timeout=900, **kwargs) -> subprocess.CompletedProcess:
+    "Run `cmd`, failing the test with the tail of its output when it exits non-zero."
+    r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=timeout, **kwargs)
+    if r.returncode != 0:
+        pytest.fail(f"`{' '.join(map(str, cmd))}` exited {r.returncode}:\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}")
+    return r
+
+
+def fresh_venv(path: Path) -> Path:
+    "A new virtual environment at `path` that sees nothing of this one (no system site-packages); its python."
+    venv.create(path, with_pip=True, clear=True)
+    return path / 'bin' / 'python'
+
+
+def outside_env() -> dict:
+    "The environment for a process that must see nothing of the checkout: no PYTHONPATH, no virtualenv, no nbdev test flag."
+    env = {k: v for k, v in os.environ.items() if k not in ('PYTHONPATH', 'VIRTUAL_ENV', 'PYTHONHOME', 'IN_TEST')}
+    env['PYTHONNOUSERSITE'] = '1'
+    return env
+
+
+@pytest.fixture(scope='session')
+def dist(tmp_path_factory) -> dict:
+    "`python -m build` of the checkout, as a release does: the sdist, and the wheel built from that sdist."
+    out = tmp_path_factory.mktemp('dist')
+    run([sys.executable, '-m', 'build', '--outdir', out, ROOT])
+    (wheel,) = out.glob('colorcourse-*-py3-none-any.whl')
+    (sdist,) = out.glob('colorcourse-*.tar.gz')
+    return dict(wheel=wheel, sdist=sdist)
+
+
+@pytest.fixture(scope='session')
+def wheel_venv(dist, tmp_path_factory) -> Path:
+    "A fresh virtual environment where pip installed the wheel and its dependencies (from the registry or its cache); its python."
+    python = fresh_venv(tmp_path_factory.mktemp('wheel-venv') / 'venv')
+    # The notebooks also need a Jupyter kernel: ipykernel, which Colab has and nbclient talks to.
+    run([python, '-m', 'pip', 'install', '-q', dist['wheel'], 'ipykernel'], timeout=1800, env=outside_env(), cwd=python.parent)
+    yield python
+    shutil.rmtree(python.parent.parent, ignore_errors=True)   # several GB (torch): pytest would keep it otherwise

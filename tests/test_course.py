@@ -91,3 +91,13 @@ def test_readme_is_rendered_from_the_home_page():
     tool = importlib.util.module_from_spec(spec); spec.loader.exec_module(tool)
     assert (ROOT / 'README.md').read_text() == tool.render_readme(ROOT), \
         "README.md has drifted from nbs/index.ipynb: run `python tools/readme.py` and commit"
+
+
+def test_home_page_results_are_lesson_11s_stored_results():
+    "The gallery and the table on the home page are those of 11_evaluation's stored run (tools/results.py copies them)."
+    spec = importlib.util.spec_from_file_location('results_tool', ROOT / 'tools' / 'results.py')
+    tool = importlib.util.module_from_spec(spec); spec.loader.exec_module(tool)
+    assert tool.table_markdown(tool.stored_table()) in index_markdown(), \
+        "the results table in index.ipynb differs from 11_evaluation's stored output: run `python tools/results.py` and paste its table"
+    assert (NBS / 'images' / 'gallery.jpg').read_bytes() == tool.stored_gallery(), "run `python tools/results.py`"
+    assert '](images/gallery.jpg)' in index_markdown()

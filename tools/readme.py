@@ -3,7 +3,8 @@
 Quarto cannot be installed on the build machines, but pandoc (Quarto's renderer) can. This runs
 nbdev's own notebook processors on the course home, writes it as Markdown (title, description,
 markdown cells, visible code cells and their text output), rewrites links to lessons into links
-to the docs site with nbdev's README filter, and lets pandoc write GitHub Markdown.
+to the docs site with nbdev's README filter, points images at the repository's raw files,
+and lets pandoc write GitHub Markdown.
 
     python tools/readme.py          # rewrite README.md
     python tools/readme.py --check  # exit 1 if README.md is out of date
@@ -49,6 +50,23 @@ def notebook_markdown(nb_path) -> str:
     return '\n\n'.join(p for p in head + parts if p.strip()) + '\n'
 
 
+def rewrite_images(node, raw_base: str):
+    "Point relative image paths (relative to nbs/) at the raw files of the repository, so GitHub and PyPI show them."
+    if isinstance(node, list):
+        for item in node: rewrite_images(item, raw_base)
+    elif isinstance(node, dict):
+        if node.get('t') == 'Image' and '://' not in node['c'][2][0]:
+            node['c'][2][0] = f"{raw_base}/nbs/{node['c'][2][0].lstrip('./')}"
+        for item in node.values(): rewrite_images(item, raw_base)
+
+
+def raw_files_url(root=ROOT) -> str:
+    "The URL of the raw files on the main branch, from pyproject.toml's Repository URL."
+    import tomllib
+    repo = tomllib.loads((Path(root) / 'pyproject.toml').read_text())['project']['urls']['Repository']
+    return repo.replace('https://github.com/', 'https://raw.githubusercontent.com/').rstrip('/') + '/main'
+
+
 def render_readme(root=ROOT) -> str:
     "README.md's text, rendered from the configured readme notebook."
     if shutil.which('pandoc') is None:
@@ -58,6 +76,7 @@ def render_readme(root=ROOT) -> str:
     run = lambda args, text: subprocess.run(['pandoc', *args], input=text, capture_output=True, text=True, check=True).stdout
     doc = json.loads(run(['-f', 'markdown', '-t', 'json'], md))
     rewrite_links(doc['blocks'], cfg.doc_url, Path(cfg.readme_nb).parent.as_posix())
+    rewrite_images(doc['blocks'], raw_files_url(root))
     return run(['-f', 'json', '-t', 'gfm', '--wrap=preserve'], json.dumps(doc))
 
 
