@@ -101,3 +101,11 @@ def test_home_page_results_are_lesson_11s_stored_results():
         "the results table in index.ipynb differs from 11_evaluation's stored output: run `python tools/results.py` and paste its table"
     assert (NBS / 'images' / 'gallery.jpg').read_bytes() == tool.stored_gallery(), "run `python tools/results.py`"
     assert '](images/gallery.jpg)' in index_markdown()
+
+
+def test_each_lesson_opens_in_colab_from_its_own_badge(lessons, pyproject):
+    "Near its top, below the title, every lesson has the Colab badge that opens that very notebook."
+    for nb_path in lessons:
+        mds = [source(c) for c in read_json(nb_path)['cells'] if c['cell_type'] == 'markdown']
+        assert f"(https://colab.research.google.com/assets/colab-badge.svg)]({colab_url(pyproject, nb_path.name)})" in mds[1], \
+            f"{nb_path.name}: the markdown cell after the title must start with its Colab badge"

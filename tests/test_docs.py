@@ -284,6 +284,8 @@ def html_pages(site, tmp_path_factory) -> Path:
     for name in ALL_NBS:
         if name in site['errors'] or not (site['proc'] / name).exists(): continue
         (out / page_name(name)).write_text(to_html(processed(site, name)))
+    for folder in NBS.iterdir():   # the files pages refer to (nbs/images/...), which Quarto copies into the site
+        if folder.is_dir() and not folder.name.startswith(('.', '_')): shutil.copytree(folder, out / folder.name)
     return out
 
 
