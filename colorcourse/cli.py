@@ -76,8 +76,8 @@ def _colorize(args) -> int:
     from colorcourse.inference import load_colorizer, colorize_files, expand_inputs, plan_outputs, check_writable_folder
     files = expand_inputs(args.inputs)
     plan_outputs(files, args.out_dir, args.force, args.suffix)
-    check_writable_folder(args.out_dir)
     model = load_colorizer(args.checkpoint)
+    check_writable_folder(args.out_dir)   # the last check, as it creates the folder
     written = colorize_files(files, args.out_dir, model, args.size, args.force, args.suffix, progress=sys.stderr.isatty())
     print(f'colorized {len(written)} photo(s) into {args.out_dir}')
     return 0

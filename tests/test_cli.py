@@ -117,7 +117,7 @@ def test_colorize_unwritable_output_folder(console_script, workspace, tmp_path):
 def test_colorize_with_a_discriminator_checkpoint(console_script, workspace, tmp_path):
     one_line_error(run(console_script, 'colorize', workspace / 'photos', '-o', tmp_path / 'out',
                        '--checkpoint', workspace / 'd.safetensors'), 'PatchDiscriminator', 'not a colorizer')
-    assert not (tmp_path / 'out').exists() or not list((tmp_path / 'out').iterdir())
+    assert not (tmp_path / 'out').exists()
 
 
 def test_colorize_with_a_missing_or_foreign_checkpoint(console_script, workspace, tmp_path):
