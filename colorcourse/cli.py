@@ -137,7 +137,8 @@ def train_and_save(name: str, dls, epochs: int, out, nf: int = 64, lr: Optional[
                    quiet: bool = False, force: bool = False):
     "Train model family `name` on `dls` for `epochs`, save its colorizer to `out`; returns (colorizer, seconds)."
     from colorcourse.core import seed_everything
-    from colorcourse.inference import save_checkpoint, colorizer_of
+    from colorcourse.inference import save_checkpoint
+    from colorcourse.evaluation import as_colorizer
     seed_everything(seed)
     learn, fit = recipe_learner(name, dls, nf, lr)
     start = time.perf_counter()
@@ -146,7 +147,7 @@ def train_and_save(name: str, dls, epochs: int, out, nf: int = 64, lr: Optional[
     else: fit(learn, epochs)
     seconds = time.perf_counter() - start
     save_checkpoint(out, learn, size=dls.size, overwrite=force, recipe=name, epochs=epochs, data_images=dls.counts.used)
-    return colorizer_of(learn).eval(), seconds
+    return as_colorizer(learn).eval(), seconds
 
 # %% ../nbs/12a_cli.ipynb #087f5c4a
 def _train_options(p: argparse.ArgumentParser):
