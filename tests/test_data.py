@@ -123,12 +123,13 @@ def test_missing_file_on_server(server, tmp_path):
         download_url(f'{url}/nothing.tgz', tmp_path / 'nothing.tgz', progress=False)
 
 
-def test_md5_and_first_mib_checks(tmp_path):
+def test_md5_checks_and_unknown_kinds(tmp_path):
     f = tmp_path / 'f.bin'; content = b'a' * (2**20 + 10); f.write_bytes(content)
     verify_file(f, 'md5:' + hashlib.md5(content).hexdigest(), len(content))
-    verify_file(f, 'md5-first-mib:' + hashlib.md5(content[:2**20]).hexdigest())
-    with pytest.raises(ValueError, match='failed its md5-first-mib check'):
-        verify_file(f, 'md5-first-mib:' + hashlib.md5(content).hexdigest())
+    with pytest.raises(ValueError, match='failed its md5 check'):
+        verify_file(f, 'md5:' + hashlib.md5(content[:2**20]).hexdigest())
+    with pytest.raises(ValueError, match="unknown checksum kind 'crc32'"):
+        verify_file(f, 'crc32:1234')
 
 
 def test_zip_archives_and_unsafe_paths(tmp_path):
@@ -151,39 +152,79 @@ def test_extraction_never_overwrites_existing_folders(tmp_path):
     assert (dest / 'photos' / 'mine.txt').read_text() == 'keep me' and not (dest / 'photos' / 'new.png').exists()
 
 
-def cifar_records(n: int, seed: int) -> tuple:
-    "n CIFAR-10 binary records (label byte + 3072 bytes of RGB planes) and their images."
+def test_a_dataset_fastai_hosts_goes_through_untar_data(server, tmp_path, monkeypatch):
+    url, www, requests = server
+    monkeypatch.setenv('FASTAI_HOME', str(tmp_path / 'fastai-home'))
+    make_tar(www / 'toyfast.tgz', {f'toyfast/train/{c}/{i}.png': photo_bytes(i) for i, c in enumerate('ab')})
+    monkeypatch.setitem(DATASETS, 'toyfast', RemoteDataset(f'{url}/toyfast.tgz', None, None, 'toyfast', 'a test', fastai=True))
+    root = download('toyfast', tmp_path / 'data', progress=False)
+    assert root == tmp_path / 'data' / 'toyfast'
+    assert sorted(p.relative_to(root).as_posix() for p in root.rglob('*.png')) == ['train/a/0.png', 'train/b/1.png']
+    assert download('toyfast', tmp_path / 'data', progress=False) == root and len(requests) == 1, "cached after the first call"
+
+
+def test_fastai_keeps_a_checksum_for_each_dataset_it_hosts():
+    import fastai.data
+    from fastdownload import read_checks, checks_module
+    checks = read_checks(checks_module(fastai.data))
+    hosted = [name for name, info in DATASETS.items() if info.fastai]
+    assert sorted(hosted) == ['cifar10', 'coco-sample', 'imagenette']
+    assert all(DATASETS[name].url in checks for name in hosted)
+
+
+def jpeg_bytes(w: int, h: int, seed: int) -> bytes:
+    "A colourful JPEG of w x h pixels."
     rng = np.random.default_rng(seed)
-    labels, images = rng.integers(0, 10, n, dtype=np.uint8), rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
-    records = np.concatenate([labels[:, None], images.transpose(0, 3, 1, 2).reshape(n, -1)], axis=1)
-    return records.tobytes(), labels, images
+    buf = io.BytesIO(); Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(buf, 'JPEG'); return buf.getvalue()
 
 
-def test_cifar10_binary_batches_become_png_folders(server, tmp_path, monkeypatch):
+def imagenet_zip(www, names_sizes: dict):
+    "A zip like GitHub's archive of the ImageNet-sample repository: one folder of `<wnid>_<class>.JPEG` files and a README."
+    with zipfile.ZipFile(www / 'sample.zip', 'w') as z:
+        for i, (name, (w, h)) in enumerate(names_sizes.items()): z.writestr(f'repo-abc/{name}.JPEG', jpeg_bytes(w, h, i))
+        z.writestr('repo-abc/README.md', 'photos')
+
+
+def test_imagenet_sample_keeps_the_course_photos_shrunk(server, tmp_path, monkeypatch):
     url, www, _ = server
-    batches = {name: cifar_records(3, i) for i, name in enumerate([f'data_batch_{i}' for i in range(1, 6)] + ['test_batch'])}
-    make_tar(www / 'cifar.tar.gz', {f'cifar-10-batches-bin/{k}.bin': v[0] for k, v in batches.items()})
-    info = DATASETS['cifar10']
-    monkeypatch.setitem(DATASETS, 'cifar10', RemoteDataset(f'{url}/cifar.tar.gz', sha256(www / 'cifar.tar.gz'), None,
-                                                           info.folder, info.about, info.convert))
-    root = download('cifar10', tmp_path / 'data', progress=False)
-    assert sorted(p.name for p in (tmp_path / 'data').iterdir()) == ['.cifar10.complete', 'cifar10'], "the binary batches are removed"
-    assert len(list((root / 'train').rglob('*.png'))) == 15 and len(list((root / 'test').rglob('*.png'))) == 3
-    _, labels, images = batches['test_batch']
-    for k in range(3):
-        png = root / 'test' / data.CIFAR10_CLASSES[labels[k]] / f'test_batch_{k:05d}.png'
-        assert np.array_equal(np.asarray(Image.open(png)), images[k])
+    imagenet_zip(www, {'n01_tench': (600, 400), 'n02_goldfish': (120, 90), 'n03_not_used': (300, 300)})
+    monkeypatch.setattr(data, 'imagenet_sample_names', lambda: ['n01_tench', 'n02_goldfish'])
+    monkeypatch.setitem(DATASETS, 'imagenet-sample', RemoteDataset(
+        f'{url}/sample.zip', None, None, 'imagenet-sample', 'test', convert=data.imagenet_sample_photos))
+    root = download('imagenet-sample', tmp_path / 'data', progress=False)
+    assert sorted(p.name for p in root.iterdir()) == ['n01_tench.jpg', 'n02_goldfish.jpg']
+    assert Image.open(root / 'n01_tench.jpg').size == (384, 256), "shorter side shrunk to 256"
+    assert Image.open(root / 'n02_goldfish.jpg').size == (120, 90), "small photos are not enlarged"
+    assert sorted(p.name for p in (tmp_path / 'data').iterdir()) == ['.imagenet-sample.complete', 'imagenet-sample']
+
+
+def test_imagenet_sample_missing_photos_are_named(server, tmp_path, monkeypatch):
+    url, www, _ = server
+    imagenet_zip(www, {'n01_tench': (300, 300)})
+    monkeypatch.setattr(data, 'imagenet_sample_names', lambda: ['n01_tench', 'n02_goldfish'])
+    monkeypatch.setitem(DATASETS, 'imagenet-sample', RemoteDataset(f'{url}/sample.zip', None, None, 'imagenet-sample', 'test',
+                                                                   convert=data.imagenet_sample_photos))
+    with pytest.raises(ValueError, match='lacks 1 of the course.s 2 photos .n02_goldfish'):
+        download('imagenet-sample', tmp_path / 'data', progress=False)
+    assert not (tmp_path / 'data' / '.imagenet-sample.complete').exists() and not (tmp_path / 'data' / 'repo-abc').exists()
+
+
+def test_the_package_lists_the_900_imagenet_photos():
+    names = data.imagenet_sample_names()
+    assert len(names) == 900 and len({n.split('_')[0] for n in names}) == 900
+    assert all(n.startswith('n') and n[1:9].isdigit() for n in names)
 
 
 def test_unknown_dataset_names_the_choices():
-    with pytest.raises(ValueError, match='coco-sample, imagenette, tiny-imagenet'):
+    with pytest.raises(ValueError, match='cifar10, coco-sample, imagenet-sample, imagenette, tiny-imagenet'):
         download('coco')
 
 
-def test_every_registered_dataset_records_a_checksum():
-    for name in ('tiny-imagenet', 'cifar10', 'coco-sample', 'imagenette'):
-        kind, _, digest = DATASETS[name].checksum.partition(':')
-        assert kind in ('sha256', 'md5', 'md5-first-mib') and len(digest) == {'sha256': 64}.get(kind, 32)
+def test_every_dataset_of_our_own_is_checked():
+    for name, info in DATASETS.items():
+        if info.fastai: continue
+        assert info.checksum is not None or info.convert is not None, name
+    assert DATASETS['tiny-imagenet'].checksum == 'md5:90528d7ca1a48142e341f4ef8d21d0de'
 
 
 def test_lesson_source_override(monkeypatch, tmp_path):
