@@ -240,7 +240,7 @@ def colorize(image, model, size: Optional[int] = None, strip_rows: int = 256) ->
     size = size or getattr(net, 'checkpoint', {}).get('size')
     if not size: raise ValueError("pass size=, the image size the model was trained at (a loaded checkpoint knows it)")
     img = open_photo(image)
-    alpha = img.getchannel('A') if 'A' in img.getbands() else None
+    alpha = img.getchannel('A') if img.mode in ('RGBA', 'LA', 'PA', 'RGBa', 'La') else None   # not LAB's a* band, also named 'A'
     rgb = np.array(to_rgb(img))   # a writable copy, which torch.from_numpy can share
     H, W = rgb.shape[:2]
     w, h = model_input_size(W, H, size, size_multiple(net))
