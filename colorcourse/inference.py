@@ -108,11 +108,19 @@ def save_checkpoint(path, model, size: Optional[int] = None, overwrite: bool = F
     if path.exists() and not overwrite: raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
     info = dict(format='colorcourse checkpoint', version=__version__, size=int(size), **arch_config(net), meta=meta)
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in net.state_dict().items()}
+    bad = _non_finite(tensors)
+    if bad: raise ValueError(f"the model has NaN or infinite weights ({bad}): its training diverged, and a checkpoint of it would "
+                             f"colorize nothing; nothing was saved")
     check_writable_folder(path.parent)
     _write_atomically(path, lambda tmp: save_file(tensors, tmp, metadata={'colorcourse': json.dumps(info)}))
     return path
 
 # %% ../nbs/12_inference.ipynb #bd433dc3
+def _non_finite(state: dict) -> str:
+    "The names of the floating-point tensors in `state` that hold NaN or infinity (at most three, then '...'), or ''."
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    return ', '.join(bad[:3]) + (' ...' if len(bad) > 3 else '')
+
 def _load_state(net: nn.Module, state: dict, path: Path):
     "Copy `state` into `net`, or raise a `ValueError` that says how they differ."
     if any(k.startswith('generator.') for k in state) and not any(k.startswith('generator.') for k in net.state_dict()):   # a GAN learner's file: its generator
@@ -124,7 +132,14 @@ def _load_state(net: nn.Module, state: dict, path: Path):
         raise ValueError(f"the weights in {path} do not fit a {type(net).__name__}: " + '; '.join(
             f"{what} {keys[:3]}{' ...' if len(keys) > 3 else ''}" for what, keys in
             (('missing', missing), ('unexpected', unexpected), ('different shape', wrong)) if keys))
+    bad = _non_finite(state)
+    if bad: raise ValueError(f"the weights in {path} hold NaN or infinite values ({bad}): the training that wrote them diverged")
     net.load_state_dict(state)
+
+def _is_safetensors(path: Path) -> bool:
+    "Whether the file at `path` starts like a safetensors file (8 bytes of header length, then a JSON header), whatever its name."
+    with open(path, 'rb') as f: head = f.read(9)
+    return len(head) == 9 and head[8:] == b'{' and int.from_bytes(head[:8], 'little') < path.stat().st_size
 
 def _read_pth(path: Path) -> dict:
     "The model weights in a fastai/PyTorch `.pth` file, read without unpickling code."
@@ -154,7 +169,7 @@ def load_checkpoint(path, device='cpu', model: Optional[nn.Module] = None) -> nn
     "Rebuild the model in a `save_checkpoint` file (or load a `.pth`/foreign file into `model`), in eval mode on `device`."
     path = Path(path).expanduser()
     if not path.is_file(): raise FileNotFoundError(f"no checkpoint file at {path}" + (' (it is a folder)' if path.is_dir() else ''))
-    if path.suffix in ('.pth', '.pt') or (model is not None and path.suffix != '.safetensors'):
+    if not _is_safetensors(path) and (path.suffix in ('.pth', '.pt') or model is not None):   # by content: `train --out model.pth` wrote safetensors
         if model is None: raise ValueError(f"{path} is a PyTorch/fastai weights file: it holds no architecture, so pass "
                                            f"the model to load it into, e.g. load_checkpoint(path, model=UnetGenerator(...))")
         net, state, info = as_colorizer(model), _read_pth(path), {}
@@ -210,6 +225,7 @@ def predict_ab(model, L: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"the model cannot take L of shape {tuple(L.shape)}: is it a colorizer (L -> ab)? ({e})") from e
     if ab.shape[1] != 2 or ab.shape[-2:] != L.shape[-2:]:
         raise ValueError(f"the model maps L of shape {tuple(L.shape)} to {tuple(ab.shape)}: it is not a colorizer (L -> ab)")
+    if not torch.isfinite(ab).all(): raise ValueError("the model predicts NaN or infinite colours: are its weights NaN (a diverged training)?")
     return ab
 
 # %% ../nbs/12_inference.ipynb #0ba52b5b

@@ -59,3 +59,35 @@ def test_float_image_keeps_its_brightness(model, top):
     gray = np.asarray(coffee().convert('L'), dtype=np.float32)
     out = colorize(Image.fromarray(gray / 255 * top), model, size=32)
     assert abs(np.asarray(out.convert('L'), dtype=float).mean() - gray.mean()) < 3
+
+
+# 4. NaN weights: refused when saved, when loaded, and when a model in memory predicts NaN.
+def test_nan_weights_are_refused_not_colorized_black(tmp_path, model, ckpt):
+    from safetensors.torch import load_file, save_file
+    from safetensors import safe_open
+    from colorcourse.inference import load_checkpoint, predict_ab
+    broken = pix2pix_generator(32, nf=8)
+    with torch.no_grad(): next(broken.parameters()).fill_(float('nan'))
+    with pytest.raises(ValueError, match='NaN or infinite weights'): save_checkpoint(tmp_path / 'nan.safetensors', broken, size=32)
+    assert not (tmp_path / 'nan.safetensors').exists()
+    state = load_file(str(ckpt))
+    first = next(k for k, v in state.items() if v.is_floating_point())
+    state[first] = torch.full_like(state[first], float('nan'))
+    with safe_open(str(ckpt), 'pt') as f: meta = f.metadata()
+    save_file(state, str(tmp_path / 'nan.safetensors'), metadata=meta)      # as a diverged run of an older version wrote it
+    with pytest.raises(ValueError, match='NaN or infinite'): load_checkpoint(tmp_path / 'nan.safetensors')
+    one_line_error(cli('colorize', tmp_path / 'nan.safetensors', '-o', tmp_path / 'out', '--checkpoint', tmp_path / 'nan.safetensors'),
+                   'NaN or infinite')
+    assert not (tmp_path / 'out').exists()
+    with pytest.raises(ValueError, match='NaN'): predict_ab(broken, torch.zeros(1, 1, 32, 32))
+
+
+# 5. What the tool writes, it reads: a checkpoint named model.pth (as `train --out model.pth` writes it) colorizes.
+def test_a_checkpoint_named_pth_colorizes(tmp_path, model):
+    from colorcourse.inference import load_colorizer
+    path = save_checkpoint(tmp_path / 'model.pth', model, size=32)
+    assert load_colorizer(path).checkpoint['size'] == 32
+    coffee().save(tmp_path / 'coffee.jpg')
+    rc, out, err = cli('colorize', tmp_path / 'coffee.jpg', '-o', tmp_path / 'out', '--checkpoint', path)
+    assert rc == 0, err
+    assert Image.open(tmp_path / 'out' / 'coffee_color.jpg').size == (96, 64)
