@@ -79,13 +79,22 @@ def build_from_config(config: dict):
         return ARCHITECTURES[name](**args)
 
 # %% ../nbs/12_inference.ipynb #291cf9c1
+def _new_file_mode(path: Path) -> int:
+    "The permissions `path` gets: an existing file's own, else what `open()` gives a new file under the current umask."
+    if path.exists(): return path.stat().st_mode & 0o7777
+    umask = os.umask(0o022); os.umask(umask)   # reading the umask means setting it: set it straight back
+    return 0o666 & ~umask
+
 def _write_atomically(path: Path, write):
     "Call `write(tmp)` on a temporary file next to `path`, then rename it to `path`: no half-written file ever has its name."
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.part', dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.part', dir=path.parent)   # mkstemp makes it private (0600)
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, _new_file_mode(path))
         os.replace(tmp, path)
+    except OSError as e:   # name the file the user asked for, never the temporary one
+        raise OSError(f"cannot write {path}: {e.strerror or str(e).replace(tmp, str(path))}") from e
     finally:
         if os.path.exists(tmp): os.unlink(tmp)
 
@@ -298,6 +307,8 @@ def plan_outputs(files: list, out_dir, force: bool = False, suffix: str = '_colo
     inputs = {f.resolve() for f in files}
     for f, o in zip(files, outs):
         if o.resolve() in inputs: raise ValueError(f"the output {o} would overwrite an input photo; choose another output folder")
+    folder = next((o for o in outs if o.is_dir()), None)
+    if folder: raise ValueError(f"the output {folder} is a folder; move it or choose another output folder")
     clashes = [o for o in dict.fromkeys(outs) if outs.count(o) > 1]
     if clashes: raise ValueError(f"several inputs would be written to {clashes[0]}: rename them or colorize them separately")
     existing = [o for o in outs if o.exists()]

@@ -91,3 +91,35 @@ def test_a_checkpoint_named_pth_colorizes(tmp_path, model):
     rc, out, err = cli('colorize', tmp_path / 'coffee.jpg', '-o', tmp_path / 'out', '--checkpoint', path)
     assert rc == 0, err
     assert Image.open(tmp_path / 'out' / 'coffee_color.jpg').size == (96, 64)
+
+
+# 6. Output files get the permissions open() gives under the umask; --force keeps a replaced file's own.
+def test_outputs_get_the_umask_permissions(tmp_path, model, ckpt):
+    from colorcourse.inference import colorize_files
+    coffee().save(tmp_path / 'coffee.png')
+    old = os.umask(0o022)
+    try:
+        path = save_checkpoint(tmp_path / 'm.safetensors', model, size=32)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644
+        out, = colorize_files([tmp_path / 'coffee.png'], tmp_path / 'out', model, size=32, progress=False)
+        assert stat.S_IMODE(out.stat().st_mode) == 0o644
+        os.chmod(out, 0o640)
+        assert cli('colorize', tmp_path / 'coffee.png', '-o', tmp_path / 'out', '--checkpoint', ckpt, '--force')[0] == 0
+        assert stat.S_IMODE(out.stat().st_mode) == 0o640
+        os.umask(0o077)
+        assert stat.S_IMODE(save_checkpoint(tmp_path / 'private.safetensors', model, size=32).stat().st_mode) == 0o600
+    finally: os.umask(old)
+
+
+# 10. A failed write names the file asked for, never the temporary '.part' file; an output that is a folder is refused first.
+def test_write_errors_name_the_real_file(tmp_path, ckpt):
+    from colorcourse.inference import _write_atomically
+    def disk_full(tmp): raise OSError(28, 'No space left on device', tmp)
+    with pytest.raises(OSError) as e: _write_atomically(tmp_path / 'photo.png', disk_full)
+    assert 'photo.png' in str(e.value) and '.part' not in str(e.value)
+    assert not list(tmp_path.iterdir())
+    coffee().save(tmp_path / 'coffee.png')
+    (tmp_path / 'out' / 'coffee_color.png').mkdir(parents=True)
+    line = one_line_error(cli('colorize', tmp_path / 'coffee.png', '-o', tmp_path / 'out', '--checkpoint', ckpt, '--force'),
+                          'coffee_color.png', 'is a folder')
+    assert '.part' not in line
