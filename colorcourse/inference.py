@@ -98,15 +98,27 @@ def _write_atomically(path: Path, write):
     finally:
         if os.path.exists(tmp): os.unlink(tmp)
 
-def check_writable_folder(folder) -> Path:
-    "Create `folder` if needed and make sure files can be written in it, else raise a `PermissionError` naming it."
+def check_writable_folder(folder, create: bool = True) -> Path:
+    "Make sure files can be written in `folder`, created if needed (`create=False`: only checked, in its nearest existing parent), else raise a `PermissionError` naming it."
     folder = Path(folder).expanduser()
     if folder.exists() and not folder.is_dir(): raise NotADirectoryError(f"not a folder: {folder}")
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder): pass
+        if create: folder.mkdir(parents=True, exist_ok=True)
+        probe = next(p for p in (folder, *folder.parents) if p.exists())
+        if not probe.is_dir(): raise NotADirectoryError(None, f"{probe} is a file")
+        with tempfile.TemporaryFile(dir=probe): pass
     except OSError as e: raise PermissionError(f"cannot write to the folder {folder} ({e.strerror or e})") from e
     return folder
+
+def _missing_folders(folder: Path) -> list:
+    "`folder` and those of its parents that do not exist yet, deepest first: what writing into `folder` would create."
+    return [p for p in (folder, *folder.parents) if not p.exists()]
+
+def _remove_if_empty(folders: list):
+    "Remove again the folders that `_missing_folders` listed, deepest first, while they are empty: a failure leaves no empty folders."
+    for p in folders:
+        try: p.rmdir()
+        except OSError: return
 
 # %% ../nbs/12_inference.ipynb #bdb2ef7d
 def save_checkpoint(path, model, size: Optional[int] = None, overwrite: bool = False, **meta) -> Path:
@@ -229,8 +241,11 @@ def predict_ab(model, L: torch.Tensor) -> torch.Tensor:
     if L.ndim != 4 or L.shape[1] != 1: raise ValueError(f"L must be (B, 1, H, W); got shape {tuple(L.shape)}")
     device = next(iter(net.parameters()), torch.empty(0)).device
     try: ab = predict_batch(net, L.to(device))
-    except torch.OutOfMemoryError: raise
+    except (torch.OutOfMemoryError, MemoryError) as e:
+        raise MemoryError(f"not enough memory on {device} to predict at {L.shape[-1]}x{L.shape[-2]} pixels") from e
     except RuntimeError as e:
+        if "can't allocate memory" in str(e):   # the CPU allocator's words
+            raise MemoryError(f"not enough memory on {device} to predict at {L.shape[-1]}x{L.shape[-2]} pixels") from e
         raise ValueError(f"the model cannot take L of shape {tuple(L.shape)}: is it a colorizer (L -> ab)? ({e})") from e
     if ab.shape[1] != 2 or ab.shape[-2:] != L.shape[-2:]:
         raise ValueError(f"the model maps L of shape {tuple(L.shape)} to {tuple(ab.shape)}: it is not a colorizer (L -> ab)")
@@ -240,12 +255,18 @@ def predict_ab(model, L: torch.Tensor) -> torch.Tensor:
 # %% ../nbs/12_inference.ipynb #0ba52b5b
 def open_photo(image) -> Image.Image:
     "A path or a PIL image as a fully loaded, upright PIL image (EXIF rotation applied), with a clear error if it cannot be read."
-    if isinstance(image, Image.Image): return ImageOps.exif_transpose(image)
+    if isinstance(image, Image.Image):
+        if 0 in image.size: raise ValueError(f"the image has no pixels ({image.width}x{image.height})")
+        return ImageOps.exif_transpose(image)
+    if not isinstance(image, (str, os.PathLike)):
+        raise TypeError(f"colorize takes a photo's path or a PIL image, not a {type(image).__name__} (an array: Image.fromarray(a); "
+                        f"a batch of L tensors: predict_ab)")
     path = Path(image).expanduser()
     if not path.is_file(): raise FileNotFoundError(f"no such image file: {path}")
     try:
         with Image.open(path) as img:
             img.load()
+            if 0 in img.size: raise ValueError(f"it has no pixels ({img.width}x{img.height})")
             return ImageOps.exif_transpose(img)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise ValueError(f"cannot read image {path}: {e}") from e
@@ -264,8 +285,9 @@ def colorize(image, model, size: Optional[int] = None, strip_rows: int = 256) ->
     net = as_colorizer(model)
     size = size or getattr(net, 'checkpoint', {}).get('size')
     if not size: raise ValueError("pass size=, the image size the model was trained at (a loaded checkpoint knows it)")
+    if not 16 <= size <= 2048: raise ValueError(f"size must be between 16 and 2048 pixels; got {size}")
     img = open_photo(image)
-    alpha = img.getchannel('A') if img.mode in ('RGBA', 'LA', 'PA', 'RGBa', 'La') else None   # not LAB's a* band, also named 'A'
+    alpha = img.getchannel(img.getbands()[-1]) if img.mode in ('RGBA', 'LA', 'PA', 'RGBa', 'La') else None   # not LAB's a* band, named 'A' too
     rgb = np.array(to_rgb(img))   # a writable copy, which torch.from_numpy can share
     H, W = rgb.shape[:2]
     w, h = model_input_size(W, H, size, size_multiple(net))
@@ -326,16 +348,28 @@ def save_image(img: Image.Image, path: Path, exif: Optional[bytes] = None):
 
 def colorize_files(inputs, out_dir, model, size: Optional[int] = None, force: bool = False, suffix: str = '_color',
                    progress: bool = True) -> list:
-    "Colorize every photo in `inputs` (files or folders) into `out_dir`; returns the paths written. Never overwrites an input."
+    "Colorize every readable photo in `inputs` (files or folders) into `out_dir`; returns the paths written. Then a `ValueError` names any unreadable one."
     files = expand_inputs(inputs)
     outs = plan_outputs(files, out_dir, force, suffix)
+    new_folders = _missing_folders(Path(out_dir).expanduser())
     check_writable_folder(out_dir)
-    for src, dest in zip(progress_bar(files) if progress else files, outs):
-        img = open_photo(src)
-        exif = img.getexif()
-        if exif: exif[0x0112] = 1   # the pixels are upright now
-        save_image(colorize(img, model, size), dest, exif.tobytes() if exif else None)
-    return outs
+    written, unreadable = [], []
+    try:
+        for src, dest in zip(progress_bar(files) if progress else files, outs):
+            try: img = open_photo(src)
+            except ValueError as e: unreadable.append(str(e)); continue   # one bad photo must not cost the others
+            exif = img.getexif()
+            if exif: exif[0x0112] = 1   # the pixels are upright now
+            save_image(colorize(img, model, size), dest, exif.tobytes() if exif else None)
+            written.append(dest)
+    finally:
+        if not written: _remove_if_empty(new_folders)
+    if unreadable:
+        err = ValueError(f"colorized {len(written)} of {len(files)} photo(s) into {out_dir}; skipped {len(unreadable)}: "
+                         f"{'; '.join(unreadable)} (fix and colorize those alone: their outputs do not exist)")
+        err.written = written
+        raise err
+    return written
 
 # %% ../nbs/12_inference.ipynb #aa0313f3
 class UploadColorizer:

@@ -123,3 +123,80 @@ def test_write_errors_name_the_real_file(tmp_path, ckpt):
     line = one_line_error(cli('colorize', tmp_path / 'coffee.png', '-o', tmp_path / 'out', '--checkpoint', ckpt, '--force'),
                           'coffee_color.png', 'is a folder')
     assert '.part' not in line
+
+
+# 7. One unreadable photo among good ones: every readable one is colorized, the bad one named, exit code 2;
+#    a second run refuses to overwrite without --force, and the fixed photo can then be colorized alone.
+def test_one_unreadable_photo_costs_only_itself(tmp_path, ckpt):
+    photos, out = tmp_path / 'photos', tmp_path / 'out'
+    photos.mkdir()
+    coffee().save(photos / 'a_coffee.jpg'); coffee().convert('L').save(photos / 'c_gray.png')
+    (photos / 'b_broken.jpg').write_bytes(b'\xff\xd8\xff\xe0' + b'garbage' * 10)
+    line = one_line_error(cli('colorize', photos, '-o', out, '--checkpoint', ckpt), 'colorized 2 of 3', 'b_broken.jpg')
+    assert 'a_coffee' not in line and 'c_gray' not in line
+    assert sorted(p.name for p in out.iterdir()) == ['a_coffee_color.jpg', 'c_gray_color.png']
+    before = {p: p.read_bytes() for p in out.iterdir()}
+    one_line_error(cli('colorize', photos, '-o', out, '--checkpoint', ckpt), 'exist already', '--force')
+    assert {p: p.read_bytes() for p in out.iterdir()} == before
+    coffee().save(photos / 'b_broken.jpg')
+    assert cli('colorize', photos / 'b_broken.jpg', '-o', out, '--checkpoint', ckpt)[0] == 0
+    assert {p: p.read_bytes() for p in out.iterdir() if p in before} == before and (out / 'b_broken_color.jpg').exists()
+
+
+# 10. A failure leaves no empty folder behind: colorize with nothing readable, train that fails before training.
+def test_a_failure_leaves_no_empty_folder(tmp_path, ckpt):
+    (tmp_path / 'broken.png').write_bytes(b'not a png')
+    one_line_error(cli('colorize', tmp_path / 'broken.png', '-o', tmp_path / 'new' / 'out', '--checkpoint', ckpt), 'broken.png')
+    one_line_error(cli('train', '--data', tmp_path / 'no_photos', '--out', tmp_path / 'models' / 'm.safetensors'), 'no such folder')
+    one_line_error(cli('demo', '-o', tmp_path / 'demo', '--epochs', '0'), '--epochs')
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['broken.png']
+
+
+# 10. The API says what colorize accepts: a path or a PIL image; an empty image is named as such; mode 'La' works.
+def test_colorize_says_what_it_accepts(model):
+    for wrong in (torch.zeros(1, 1, 32, 32), np.zeros((32, 32), np.uint8)):
+        with pytest.raises(TypeError, match="a photo's path or a PIL image"): colorize(wrong, model, size=32)
+    with pytest.raises(ValueError, match='no pixels'): colorize(Image.new('L', (0, 0)), model, size=32)
+    out = colorize(Image.new('La', (40, 30), (128, 255)), model, size=32)
+    assert out.mode == 'RGBA' and out.size == (40, 30)
+
+
+# 10. Progress bars only on a terminal: with stdout redirected, stdout holds the result line alone.
+def test_no_progress_bars_when_stdout_is_not_a_terminal(tmp_path, ckpt):
+    class Terminal(io.StringIO):
+        def isatty(self): return True
+    coffee().save(tmp_path / 'coffee.jpg')
+    out, err = io.StringIO(), Terminal()
+    with redirect_stdout(out), redirect_stderr(err):
+        assert main(['colorize', str(tmp_path / 'coffee.jpg'), '-o', str(tmp_path / 'out'), '--checkpoint', str(ckpt)]) == 0
+    assert out.getvalue() == f"colorized 1 photo(s) into {tmp_path / 'out'}\n"
+    rc, out, err = cli('train', '--model', 'unet', '--size', '32', '--epochs', '1', '--epoch-len', '8', '--bs', '4', '--nf', '8',
+                       '--out', tmp_path / 'm.safetensors')
+    assert rc == 0, err
+    assert '\r' not in out and '█' not in out and 'train_loss' in out, out
+
+
+# 9. Arguments are checked before any work: sizes, epochs, and train's --valid-pct (the option its own advice names).
+def test_arguments_are_checked(tmp_path, ckpt):
+    coffee().save(tmp_path / 'coffee.jpg')
+    for size in ('1', '0', '-5', '100000'):
+        one_line_error(cli('colorize', tmp_path / 'coffee.jpg', '-o', tmp_path / 'out', '--checkpoint', ckpt, '--size', size), '--size', size)
+    for epochs in ('-1', '0'):
+        one_line_error(cli('demo', '-o', tmp_path / 'demo', '--epochs', epochs), '--epochs', epochs)
+    for option, value in (('--size', '8'), ('--bs', '0'), ('--nf', '0'), ('--lr', '0'), ('--epoch-len', '0'), ('--valid-pct', '1')):
+        one_line_error(cli('train', '--out', tmp_path / 'm.safetensors', option, value), option)
+    one = tmp_path / 'one'; one.mkdir(); coffee((64, 64)).save(one / 'coffee.png')
+    line = one_line_error(cli('train', '--data', one, '--out', tmp_path / 'm.safetensors'), '--valid-pct 0')
+    assert 'valid_pct=0' not in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['coffee.jpg', 'one']
+    with pytest.raises(ValueError, match='size must be between'): colorize(coffee(), pix2pix_generator(32, nf=8), size=1)
+
+
+# 10. A warning (a photo larger than PIL's decompression-bomb limit) is one line naming the command, not a raw warning.
+def test_warnings_are_one_line(tmp_path, ckpt, monkeypatch):
+    coffee().save(tmp_path / 'big.png')
+    monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', 96 * 64 * 2 // 3)   # the photo exceeds the limit, but not twice
+    rc, out, err = cli('colorize', tmp_path / 'big.png', '-o', tmp_path / 'out', '--checkpoint', ckpt)
+    assert rc == 0, err
+    assert err.startswith('colorcourse colorize: warning: Image size') and len(err.strip().splitlines()) == 1, err
+    assert 'DecompressionBombWarning' not in err and 'warnings.warn' not in err
