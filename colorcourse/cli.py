@@ -67,7 +67,7 @@ def main(argv=None) -> int:
         print(f'colorcourse {args.command}: error: {e}', file=sys.stderr)
         return 2
     except MemoryError as e:   # a size too large for this machine
-        print(f'colorcourse {args.command}: error: not enough memory{": " + str(e) if str(e) else ""}; try a smaller size', file=sys.stderr)
+        print(f'colorcourse {args.command}: error: {e or "not enough memory"}; try a smaller size', file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f'colorcourse {args.command}: interrupted', file=sys.stderr)

@@ -189,7 +189,7 @@ def test_arguments_are_checked(tmp_path, ckpt):
     line = one_line_error(cli('train', '--data', one, '--out', tmp_path / 'm.safetensors'), '--valid-pct 0')
     assert 'valid_pct=0' not in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ['coffee.jpg', 'one']
-    with pytest.raises(ValueError, match='size must be between'): colorize(coffee(), pix2pix_generator(32, nf=8), size=1)
+    with pytest.raises(ValueError, match='size must be a whole number of pixels'): colorize(coffee(), pix2pix_generator(32, nf=8), size=1)
 
 
 # 10. A warning (a photo larger than PIL's decompression-bomb limit) is one line naming the command, not a raw warning.
@@ -200,3 +200,49 @@ def test_warnings_are_one_line(tmp_path, ckpt, monkeypatch):
     assert rc == 0, err
     assert err.startswith('colorcourse colorize: warning: Image size') and len(err.strip().splitlines()) == 1, err
     assert 'DecompressionBombWarning' not in err and 'warnings.warn' not in err
+
+
+def rewrite_metadata(src: Path, dest: Path, change) -> Path:
+    "A copy of checkpoint `src` at `dest` whose colorcourse metadata (the JSON text) is `change(text)`."
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+    with safe_open(str(src), 'pt') as f: text = f.metadata()['colorcourse']
+    save_file(load_file(str(src)), str(dest), metadata={'colorcourse': change(text)})
+    return dest
+
+
+# 8. Checkpoint metadata is checked before it is trusted: types, nesting, bounds, and the weights' shapes before any allocation.
+def test_checkpoint_metadata_is_checked_before_it_is_trusted(tmp_path, ckpt):
+    import json, resource
+    from colorcourse.inference import load_checkpoint, load_colorizer
+    cases = {
+        'huge': (lambda t: t.replace('"nf": 8', '"nf": 4096'), 'do not fit'),
+        'list': (lambda t: '[1, 2, 3]', 'a list, not an object'),
+        'notjson': (lambda t: t[:-5], 'not JSON'),
+        'deep': (lambda t: '[' * 100_000 + ']' * 100_000, 'malformed'),
+        'nested': (lambda t: json.dumps(dict(json.loads(t), args={'size': 32, 'nf': [[[[[[[[[[8]]]]]]]]]]})), 'nest more than 8'),
+        'argtype': (lambda t: json.dumps(dict(json.loads(t), args={'size': 32, 'nf': {'a': 1}})), 'nf is a dict'),
+        'wrongarg': (lambda t: json.dumps(dict(json.loads(t), args={'size': 32, 'colour': 'red'})), 'do not build a pix2pix_generator'),
+        'archtype': (lambda t: json.dumps(dict(json.loads(t), arch=['pix2pix_generator'])), 'not a name'),
+        'size': (lambda t: json.dumps(dict(json.loads(t), size='64')), 'size must be a whole number'),
+        'bigsize': (lambda t: json.dumps(dict(json.loads(t), size=10 ** 6)), 'size must be a whole number'),
+        'bigint': (lambda t: json.dumps(dict(json.loads(t), args={'size': 32, 'nf': 10 ** 12})), 'out of any sane range'),
+    }
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for name, (change, message) in cases.items():
+        path = rewrite_metadata(ckpt, tmp_path / f'{name}.safetensors', change)
+        with pytest.raises(ValueError, match=message): load_checkpoint(path)
+        one_line_error(cli('colorize', path, '-o', tmp_path / 'out', '--checkpoint', path), message.split()[0])
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak < 2 ** 20   # KiB: well under the 8 GiB nf=4096 asks for
+    assert not (tmp_path / 'out').exists()
+
+
+# 8 and 10. An unknown architecture is called unknown, not "not a colorizer"; memory errors are one line.
+def test_unknown_architecture_and_memory_errors_are_named(tmp_path, ckpt, monkeypatch):
+    import colorcourse.inference as inference
+    path = rewrite_metadata(ckpt, tmp_path / 'dalle.safetensors', lambda t: t.replace('"pix2pix_generator"', '"Dalle"'))
+    one_line_error(cli('colorize', path, '-o', tmp_path / 'out', '--checkpoint', path), "unknown architecture 'Dalle'")
+    def no_memory(net, L): raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")
+    monkeypatch.setattr(inference, 'predict_batch', no_memory)
+    coffee().save(tmp_path / 'coffee.jpg')
+    one_line_error(cli('colorize', tmp_path / 'coffee.jpg', '-o', tmp_path / 'out', '--checkpoint', ckpt), 'not enough memory', 'smaller size')
