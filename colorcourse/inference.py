@@ -367,7 +367,9 @@ def expand_inputs(inputs) -> list:
             files += found
         elif path.is_file(): files.append(path)
         else: raise FileNotFoundError(f"no such file or folder: {path}")
-    return list(dict.fromkeys(files))
+    unique = {}   # by the file, not its spelling: photos/a.jpg and photos/../photos/a.jpg are one photo
+    for f in files: unique.setdefault(f.resolve(), f)
+    return list(unique.values())
 
 def output_path(src: Path, out_dir: Path, suffix: str = '_color') -> Path:
     "Where the colorized `src` goes: `out_dir/<name><suffix>`, as JPEG for a JPEG and PNG otherwise."

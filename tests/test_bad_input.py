@@ -246,3 +246,34 @@ def test_unknown_architecture_and_memory_errors_are_named(tmp_path, ckpt, monkey
     monkeypatch.setattr(inference, 'predict_batch', no_memory)
     coffee().save(tmp_path / 'coffee.jpg')
     one_line_error(cli('colorize', tmp_path / 'coffee.jpg', '-o', tmp_path / 'out', '--checkpoint', ckpt), 'not enough memory', 'smaller size')
+
+
+# 1. bench --output: checked before the benchmark runs, never overwrites without --force, written whole.
+def test_bench_output_never_overwrites_and_is_checked_first(tmp_path, monkeypatch):
+    import json, colorcourse.speed as speed
+    runs = []
+    monkeypatch.setattr(speed, 'run_bench', lambda *a, **k: runs.append(a) or {'train': [], 'seconds': 0.1})
+    model = tmp_path / 'model.safetensors'; model.write_bytes(b'my precious checkpoint')
+    one_line_error(cli('bench', '--output', model), 'exists', '--force')
+    one_line_error(cli('bench', '--output', tmp_path), 'is a folder')
+    (tmp_path / 'a_file').write_text('not a folder')
+    one_line_error(cli('bench', '--output', tmp_path / 'a_file' / 'bench.json'), 'not a folder', 'a_file')
+    for option, value in (('--sizes', '0'), ('--sizes', ','), ('--sizes', '100000'), ('--steps', '0'), ('--batch-size', '-1'), ('--nf', '0')):
+        one_line_error(cli('bench', option, value), option)
+    assert runs == [] and model.read_bytes() == b'my precious checkpoint'
+    rc, out, err = cli('bench', '--output', tmp_path / 'new' / 'bench.json')
+    assert rc == 0, err
+    assert json.loads((tmp_path / 'new' / 'bench.json').read_text()) == json.loads(out)
+    os.chmod(model, 0o640)
+    assert cli('bench', '--output', model, '--force')[0] == 0
+    assert json.loads(model.read_text())['seconds'] == 0.1 and stat.S_IMODE(model.stat().st_mode) == 0o640
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['a_file', 'model.safetensors', 'new']
+
+
+# 10. The same photo spelled two ways is one photo, not two inputs competing for one output.
+def test_one_photo_spelled_two_ways_is_one_input(tmp_path, ckpt):
+    (tmp_path / 'photos').mkdir(); coffee().save(tmp_path / 'photos' / 'coffee.jpg')
+    rc, out, err = cli('colorize', tmp_path / 'photos' / 'coffee.jpg', tmp_path / 'photos' / '..' / 'photos' / 'coffee.jpg',
+                       tmp_path / 'photos', '-o', tmp_path / 'out', '--checkpoint', ckpt)
+    assert rc == 0, err
+    assert [p.name for p in (tmp_path / 'out').iterdir()] == ['coffee_color.jpg']
