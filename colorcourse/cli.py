@@ -32,6 +32,12 @@ COMMANDS = {'info': ('show versions and the device that training would use', _in
 class CLIError(Exception):
     "A problem with the user's input: printed as one line, with exit code 2 and no traceback."
 
+def _check_range(option: str, value, low, high=None, low_open: bool = False):
+    "Raise a `CLIError` unless `value` of `--option` lies in [low, high] ((low, high] with `low_open`); `None`, a default, passes."
+    if value is None or ((value > low if low_open else value >= low) and (high is None or value <= high)): return
+    bound = f"{'above' if low_open else 'at least'} {low}" + (f' and at most {high}' if high is not None else '')
+    raise CLIError(f"--{option} must be {bound}; got {value}")
+
 def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
     "The `colorcourse` parser, one sub-parser per entry in `COMMANDS`; with `only`, just that command gets its options."
     p = argparse.ArgumentParser(prog='colorcourse', description='Automatic image colorization with deep learning: '
@@ -53,9 +59,15 @@ def main(argv=None) -> int:
     if args.command is None:
         p.print_help()
         return 0
-    try: return COMMANDS[args.command][2](args)
+    try:
+        with warnings.catch_warnings():   # a warning is one line too, not a library's source line
+            warnings.showwarning = lambda message, *_, **__: print(f'colorcourse {args.command}: warning: {message}', file=sys.stderr)
+            return COMMANDS[args.command][2](args)
     except (CLIError, OSError, ValueError) as e:   # missing or unwritable files, bad values: the user's to fix
         print(f'colorcourse {args.command}: error: {e}', file=sys.stderr)
+        return 2
+    except MemoryError as e:   # a size too large for this machine
+        print(f'colorcourse {args.command}: error: {e or "not enough memory"}; try a smaller size', file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f'colorcourse {args.command}: interrupted', file=sys.stderr)
@@ -67,18 +79,19 @@ def _colorize_options(p: argparse.ArgumentParser):
     p.add_argument('inputs', nargs='+', metavar='IN', help='photos, or folders of photos (searched recursively)')
     p.add_argument('-o', '--out-dir', required=True, help='folder for the colorized photos (created if needed)')
     p.add_argument('--checkpoint', required=True, help='a checkpoint written by `colorcourse train`, `demo` or save_checkpoint')
-    p.add_argument('--size', type=int, default=None, help="the size to predict colour at (default: the model's training size)")
+    p.add_argument('--size', type=int, default=None, help="the size to predict colour at, 16 to 2048 (default: the model's training size)")
     p.add_argument('--suffix', default='_color', help='appended to each output name (default: _color)')
     p.add_argument('--force', action='store_true', help='overwrite existing output files (inputs are never overwritten)')
 
 def _colorize(args) -> int:
     "Colorize the input photos with the checkpoint's model."
     from colorcourse.inference import load_colorizer, colorize_files, expand_inputs, plan_outputs, check_writable_folder
+    _check_range('size', args.size, 16, 2048)
     files = expand_inputs(args.inputs)
     plan_outputs(files, args.out_dir, args.force, args.suffix)
     model = load_colorizer(args.checkpoint)
-    check_writable_folder(args.out_dir)   # the last check, as it creates the folder
-    written = colorize_files(files, args.out_dir, model, args.size, args.force, args.suffix, progress=sys.stderr.isatty())
+    check_writable_folder(args.out_dir, create=False)   # created by colorize_files, and removed again if nothing gets written
+    written = colorize_files(files, args.out_dir, model, args.size, args.force, args.suffix, progress=sys.stdout.isatty())   # the bar prints to stdout
     print(f'colorized {len(written)} photo(s) into {args.out_dir}')
     return 0
 
@@ -113,7 +126,7 @@ def _checked_output_file(path, force: bool) -> Path:
     path = Path(path).expanduser()
     if path.is_dir(): raise CLIError(f"{path} is a folder; give a file name such as {path / 'model.safetensors'}")
     if path.exists() and not force: raise CLIError(f"{path} exists; pass --force to overwrite it")
-    check_writable_folder(path.parent)
+    check_writable_folder(path.parent, create=False)   # created when the file is written: a failed run leaves no empty folder
     return path
 
 def load_data(data: str, size: int, bs: int, epoch_len: Optional[int], valid_pct: float = 0.1, seed: int = 42):
@@ -124,7 +137,8 @@ def load_data(data: str, size: int, bs: int, epoch_len: Optional[int], valid_pct
         raise CLIError(f"no such folder: {source} (--data takes 'sample', {', '.join(DATASETS)} or a folder of photos)")
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')   # photos dropped as gray or unreadable are counted in dls.counts
-        return colorization_dls(source, size=size, bs=bs, valid_pct=valid_pct, seed=seed, epoch_len=epoch_len, progress=False)
+        try: return colorization_dls(source, size=size, bs=bs, valid_pct=valid_pct, seed=seed, epoch_len=epoch_len, progress=False)
+        except ValueError as e: raise CLIError(str(e).replace('set valid_pct=0', 'pass --valid-pct 0')) from e   # the option's name
 
 # %% ../nbs/12a_cli.ipynb #b380348f
 def score_table(dls, model, dl=None):
@@ -133,9 +147,14 @@ def score_table(dls, model, dl=None):
     return score_models(dls, {'gray (ab = 0)': ConstantColor(), 'mean colour': ConstantColor(mean_ab(dls.train)), 'model': model},
                         dl=dl).drop(columns='loss').round(3)
 
+def _epoch_line(learn):
+    "A fastai logger printing each epoch's metrics as one plain line: what a log file wants instead of progress bars."
+    fmt = lambda v: f'{v:.4f}' if isinstance(v, float) else str(v)
+    return lambda log: print('  '.join(f'{n} {fmt(v)}' for n, v in zip(learn.recorder.metric_names, log)), flush=True)
+
 def train_and_save(name: str, dls, epochs: int, out, nf: int = 64, lr: Optional[float] = None, seed: int = 42,
-                   quiet: bool = False, force: bool = False):
-    "Train model family `name` on `dls` for `epochs`, save its colorizer to `out`; returns (colorizer, seconds)."
+                   quiet: bool = False, force: bool = False, bars: bool = True):
+    "Train model family `name` on `dls` for `epochs` (`bars=False`: one plain line per epoch), save its colorizer to `out`; returns (colorizer, seconds)."
     from colorcourse.core import seed_everything
     from colorcourse.inference import save_checkpoint
     from colorcourse.evaluation import as_colorizer
@@ -144,6 +163,9 @@ def train_and_save(name: str, dls, epochs: int, out, nf: int = 64, lr: Optional[
     start = time.perf_counter()
     if quiet:
         with learn.no_bar(), learn.no_logging(): fit(learn, epochs)
+    elif not bars:
+        learn.logger = _epoch_line(learn)
+        with learn.no_bar(): fit(learn, epochs)
     else: fit(learn, epochs)
     seconds = time.perf_counter() - start
     save_checkpoint(out, learn, size=dls.size, overwrite=force, recipe=name, epochs=epochs, data_images=dls.counts.used)
@@ -160,18 +182,22 @@ def _train_options(p: argparse.ArgumentParser):
     p.add_argument('--bs', type=int, default=32, help='batch size (default: 32)')
     p.add_argument('--nf', type=int, default=64, help='width of the networks (default: 64)')
     p.add_argument('--lr', type=float, default=None, help="learning rate (default: the recipe's)")
+    p.add_argument('--valid-pct', type=float, default=0.1, help='share of the photos held out to score the model (default: 0.1; 0: none)')
     p.add_argument('--out', required=True, help='the checkpoint file to write (.safetensors)')
     p.add_argument('--force', action='store_true', help='overwrite --out if it exists')
 
 def _train(args) -> int:
     "Train a model and save its checkpoint; print its validation metrics against the baselines."
     from colorcourse.core import device_summary
-    if args.size < 16 or args.epochs < 1: raise CLIError(f"--size must be at least 16 and --epochs at least 1; got {args.size}, {args.epochs}")
+    for option, low, high in (('size', 16, 1024), ('epochs', 1, None), ('epoch_len', 1, None), ('bs', 1, None), ('nf', 1, 1024)):
+        _check_range(option.replace('_', '-'), getattr(args, option), low, high)
+    _check_range('lr', args.lr, 0, None, low_open=True)
+    if not 0 <= args.valid_pct < 1: raise CLIError(f"--valid-pct must be at least 0 and below 1; got {args.valid_pct}")
     out = _checked_output_file(args.out, args.force)
-    dls = load_data(args.data, args.size, args.bs, args.epoch_len)
+    dls = load_data(args.data, args.size, args.bs, args.epoch_len, args.valid_pct)
     print(f'{args.model} on {dls.counts.used} photos ({len(dls.train.dataset)} training, {len(dls.valid.dataset)} validation), '
           f'{args.size} px, {args.epochs} epochs, on {device_summary(dls.device)}')
-    model, seconds = train_and_save(args.model, dls, args.epochs, out, args.nf, args.lr, force=args.force)
+    model, seconds = train_and_save(args.model, dls, args.epochs, out, args.nf, args.lr, force=args.force, bars=sys.stdout.isatty())
     print(f'trained in {seconds:.0f} s; checkpoint: {out}')
     if len(dls.valid.dataset): print(score_table(dls, model).to_string())
     return 0
@@ -203,7 +229,7 @@ def demo_grid(dls, model, path: Path):
 def _demo_options(p: argparse.ArgumentParser):
     "Options of `demo`."
     p.add_argument('-o', '--out-dir', default='colorcourse-demo', help='folder for demo.safetensors and demo_grid.png (default: colorcourse-demo)')
-    p.add_argument('--epochs', type=int, default=None, help='epochs (default: 10 on a CPU, 20 on a GPU)')
+    p.add_argument('--epochs', type=int, default=None, help='epochs, at least 1 (default: 10 on a CPU, 20 on a GPU)')
     p.add_argument('--force', action='store_true', help='overwrite an earlier demo in the folder')
 
 def _demo(args) -> int:
@@ -211,10 +237,11 @@ def _demo(args) -> int:
     from colorcourse.core import default_device, device_summary
     from colorcourse.inference import check_writable_folder
     from colorcourse.training import train_view
-    out_dir = check_writable_folder(args.out_dir)
+    _check_range('epochs', args.epochs, 1)
+    out_dir = check_writable_folder(args.out_dir, create=False)
     ckpt, grid = (_checked_output_file(out_dir / n, args.force) for n in ('demo.safetensors', 'demo_grid.png'))
     cfg = demo_config(default_device())
-    if args.epochs: cfg['epochs'] = args.epochs
+    if args.epochs is not None: cfg['epochs'] = args.epochs
     dls = load_data('sample', cfg['size'], cfg['bs'], cfg['epoch_len'], valid_pct=0.)
     print(f"colorcourse demo: pix2pix (U-Net + PatchGAN, nf={cfg['nf']}) on {dls.counts.used} photos of scikit-image, "
           f"{cfg['size']} px crops, {cfg['epochs']} epochs x {cfg['epoch_len']} crops, on {device_summary(dls.device)}")
