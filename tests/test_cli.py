@@ -152,14 +152,25 @@ def test_train_missing_data_folder(console_script, tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_colorizes_and_beats_gray(console_script, tmp_path):
-    "The README's first command: trains in about a minute on 2 CPU cores, writes its files, and beats the gray baseline."
+def test_demo_scores_models_only_on_photos_they_did_not_train_on(console_script, tmp_path):
+    "The README's first command: the shipped colorizer beats gray on photos it never saw; the small model it trains is scored on held-out photos."
     r = subprocess.run([str(console_script), 'demo'], capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert 'the model beats the gray baseline on ab L1' in r.stdout, r.stdout
-    rows = {l.split()[0]: l.split() for l in r.stdout.splitlines() if l.startswith(('gray', 'model'))}
-    assert float(rows['model'][1]) < 0.8 * float(rows['gray'][4]), r.stdout   # ab_l1 of the model vs gray's (col after '(ab = 0)')
+    part1, part2 = r.stdout.split('\n2. ')
+    assert 'none of which it trained on' in part1 and 'scored on the 2 photos it did not train on' in part2, r.stdout
+    assert 'training photos (' not in r.stdout and 'scores on the 7 training photos' not in r.stdout
+    first_ab_l1 = lambda text, row: float(next(l for l in text.splitlines() if l.startswith(row))[len(row):].split()[0])
+    assert first_ab_l1(part1, 'shipped colorizer') < first_ab_l1(part1, 'gray (ab = 0)'), part1
+    for row in ('gray (ab = 0)', 'mean colour', 'shipped colorizer', 'small pix2pix'): first_ab_l1(part2, row)   # every row is there
     assert (tmp_path / 'colorcourse-demo' / 'demo.safetensors').exists()
     assert Image.open(tmp_path / 'colorcourse-demo' / 'demo_grid.png').size[0] > 200
     again = subprocess.run([str(console_script), 'demo'], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     one_line_error(again, 'exists', '--force')
+
+
+def test_colorize_without_a_checkpoint_uses_the_shipped_colorizer(console_script, workspace, tmp_path):
+    r = run(console_script, 'colorize', workspace / 'photos', '-o', tmp_path / 'out')
+    assert r.returncode == 0 and 'colorized 2 photo(s)' in r.stdout and 'with the shipped colorizer' in r.stdout, (r.stdout, r.stderr)
+    for src in (workspace / 'photos').iterdir():
+        out = tmp_path / 'out' / f"{src.stem}_color{'.jpg' if src.suffix == '.jpg' else '.png'}"
+        assert Image.open(out).size == Image.open(src).size

@@ -1,0 +1,56 @@
+"The colorizer shipped inside the package: it loads, its metadata says how it was made, and it colorizes photos it never saw better than gray."
+import numpy as np
+import torch
+from PIL import Image
+from safetensors import safe_open
+
+from colorcourse import __version__
+from colorcourse.data import SAMPLE_NAMES, sample_images
+from colorcourse.inference import colorize, pretrained, pretrained_path, read_checkpoint_info
+from colorcourse.lab import AB_SCALE, rgb_to_lab
+
+NATURAL = ('astronaut', 'chelsea', 'coffee', 'rocket', 'motorcycle')   # the sample photos of everyday scenes (not micrographs)
+
+
+def lab_of(img: Image.Image) -> torch.Tensor:
+    "CIE Lab (3,H,W) of an RGB PIL image."
+    return rgb_to_lab(torch.from_numpy(np.asarray(img.convert('RGB'))).permute(2, 0, 1).float() / 255)
+
+
+def test_the_weights_load_and_match_their_metadata():
+    info, model = read_checkpoint_info(pretrained_path()), pretrained()
+    assert info['arch'] == 'pix2pix_generator' and info['size'] == 64 and info['args']['nf'] == 32
+    meta = info['meta']
+    for key in ('recipe', 'data', 'data_images', 'l1_epochs', 'gan_epochs', 'train_minutes', 'hardware', 'torch', 'colorcourse', 'trained'):
+        assert key in meta, f"the checkpoint's metadata lacks {key}"
+    assert meta['data'] == 'imagenet-sample' and meta['data_images'] > 700 and meta['train_minutes'] > 0
+    with safe_open(str(pretrained_path()), 'pt') as f:
+        stored = {k: f.get_tensor(k) for k in f.keys()}
+    state = model.state_dict()
+    assert set(stored) == set(state) and all(stored[k].shape == state[k].shape for k in state)
+    assert {v.dtype for k, v in stored.items() if 'num_batches' not in k} == {torch.float16}, "weights are stored as fp16"
+    assert all(torch.equal(state[k].float(), stored[k].float()) for k in state), "the model holds exactly the stored weights"
+    assert not model.training and all(torch.isfinite(v.float()).all() for v in state.values())
+    assert pretrained_path().stat().st_size < 15 * 2**20
+
+
+def test_the_shipped_colorizer_beats_gray_on_photos_it_never_saw():
+    "scikit-image's photos are not in its training data (ImageNet photos): per photo, ab L1 of its colours against gray's."
+    photos = dict(zip(SAMPLE_NAMES, sample_images()))
+    model_err, gray_err = [], []
+    for name in NATURAL:
+        photo = photos[name]
+        true_ab = lab_of(photo)[1:] / AB_SCALE
+        pred_ab = lab_of(colorize(photo.convert('L'), model=None))[1:] / AB_SCALE
+        model_err.append((pred_ab - true_ab).abs().mean().item()); gray_err.append(true_ab.abs().mean().item())
+    assert np.mean(model_err) < np.mean(gray_err), (model_err, gray_err)
+    assert sum(m < g for m, g in zip(model_err, gray_err)) >= 3, (model_err, gray_err)
+
+
+def test_colorize_without_a_model_keeps_the_photos_size_and_lightness():
+    photo = sample_images()[1].resize((301, 200))
+    out = colorize(photo.convert('L'))
+    assert out.size == photo.size and out.mode == 'RGB'
+    L_in, lab_out = lab_of(photo.convert('L')), lab_of(out)
+    assert (lab_out[0] - L_in[0]).abs().mean() < 1.0
+    assert lab_out[1:].abs().mean() > 1.0, "the output has colour"
