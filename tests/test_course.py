@@ -48,8 +48,9 @@ def test_notebook_under_2MB(nb_path):
 def test_lessons_teach_with_summary_and_exercises(lessons):
     for nb_path in lessons:
         text = '\n'.join(source(c) for c in read_json(nb_path)['cells'] if c['cell_type'] == 'markdown')
-        for heading in ('What you will learn', '## Summary', '## Exercises'):
+        for heading in ('What you will learn', '## Summary', '## Exercises', '## References'):
             assert heading in text, f"{nb_path.name} lacks '{heading}'"
+        assert text.index('## Exercises') < text.index('## References'), f"{nb_path.name}: References go after the Exercises"
 
 
 def sidebar_notebooks(node) -> list:
@@ -109,3 +110,13 @@ def test_each_lesson_opens_in_colab_from_its_own_badge(lessons, pyproject):
         mds = [source(c) for c in read_json(nb_path)['cells'] if c['cell_type'] == 'markdown']
         assert f"(https://colab.research.google.com/assets/colab-badge.svg)]({colab_url(pyproject, nb_path.name)})" in mds[1], \
             f"{nb_path.name}: the markdown cell after the title must start with its Colab badge"
+
+
+BUILD_TALK = ('build machine', 'build folder', 'seed report', 'shared with other', 'shared/data')
+
+def test_lessons_do_not_speak_of_how_the_course_is_built():
+    "A student does not know the machines or folders the course was built on: no lesson, README or CONTRIBUTING names them, in prose or in stored outputs."
+    for path in ALL_NBS + [ROOT / 'README.md', ROOT / 'CONTRIBUTING.md']:
+        text = path.read_text().lower()
+        found = [phrase for phrase in BUILD_TALK if phrase in text]
+        assert not found, f"{path.name} speaks of how the course is built: {found}"
