@@ -5,7 +5,7 @@ On a machine with one CUDA GPU, from the repository root:
 
     python tools/gpu_check.py --data .gpu_data --out gpu_check.json
 
-On a CPU, in seconds, to check this script itself (tiny sizes, a few steps, the scikit-image sample photos as data;
+On a CPU, in well under a minute, to check this script itself (tiny sizes, a few steps, the scikit-image sample photos as data;
 the parts that need a GPU are recorded as skipped):
 
     python tools/gpu_check.py --dry-run --out /tmp/gpu_check.json
@@ -19,16 +19,17 @@ ones, in a second run).
 - `amp_paths`: one short training with each mixed-precision path on real photos: fastai's `to_fp16` and
   `to_bf16` on a U-Net Learner, the GAN Learner's with each, and both Learners as built (on a GPU
   they may carry lesson 13's fast path); losses must stay finite.
-- `bench_64`, `bench_256`, `bench_128`: `colorcourse bench --sizes S` (fp32 and AMP, channels_last off/on, the data
-  pipeline, Lab conversion, end to end), its JSON saved whole.
+- `bench_64`: `colorcourse bench --sizes 64` (fp32 and AMP, channels_last off/on, the data pipeline, Lab conversion,
+  end to end), its JSON saved whole; `bench_256` and `bench_128` follow the lessons.
 - `lesson_<notebook>`: each training lesson's full configuration, read from its `course_config(full=...)` cell
   (`tools/lesson_configs.py`): the lesson's architectures at its size, width and batch size, on the local stand-in
   for its dataset, for a fixed number of steps: images/s, peak GPU memory per model
   (`torch.cuda.max_memory_allocated`), the lesson's peak RAM (`resource.getrusage`, whole process) and any failure
   with its traceback. `LESSON_MODELS` below mirrors the models each notebook trains.
+- `bench_256`, `bench_128`: as `bench_64`.
 - `bench_fp16_vs_bf16`: the pix2pix training step in fp32, AMP fp16 (with a gradient scaler) and AMP bf16,
   channels_last, at 64, 128 and 256 px: the benchmark itself uses one AMP type, bf16 where it is native.
-- `cuda_tests`: the pytest tests that need a CUDA GPU (`-k 'gpu or cuda'` in the test files that test for one).
+- `cuda_tests`: the pytest tests that run only on a CUDA GPU (marked `skipif(not torch.cuda.is_available(), ...)`).
 - `cuda_notebooks`: `nbdev-test --flags cuda` on each notebook with a `#| cuda` cell.
 - `bench_compile`: `colorcourse bench --sizes 64 --models pix2pix --compile` (torch.compile takes minutes).
 
@@ -38,24 +39,22 @@ together under 64 MiB):
     DIR/imagenet/   ImageNet photos (Tiny ImageNet, the COCO sample and Imagenette are replaced by these)
     DIR/cifar10/    CIFAR-10 training images (lesson 10)
 
-Make it from the course's copies of the data (300 ImageNet photos and 3,000 CIFAR-10 images: about 12 MiB), and keep
-it out of git:
+Make it from the course's copies of the data (300 ImageNet photos and 3,000 CIFAR-10 training images, 11 MiB; git
+ignores `.gpu_data/`):
 
     python tools/gpu_check.py --prepare .gpu_data --shared ../shared/data
-    echo /.gpu_data/ >> .git/info/exclude
 
-A GPU machine without fastai and nbdev gets them as wheels (pure Python, about 6 MiB; spaCy, which fastai lists but
-the course never imports, is left out):
+A GPU machine with PyTorch but without fastai and nbdev gets them as wheels (`tools/gpu_wheels.txt`, 13 MiB; git ignores
+`.whl/`), fetched where pip works:
 
-    echo /.whl/ >> .git/info/exclude
-    python -m pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl \\
-        fastai fastcore fastprogress fastdownload fasttransform plum-dispatch beartype python-fasthtml \\
-        nbdev execnb astunparse asttokens watchdog fastgit ghapi fastspec fasttransport httpx2 httpcore2 \\
-        ipython ipython-pygments-lexers jedi parso pexpect ptyprocess prompt-toolkit stack-data executing \\
-        pure-eval traitlets matplotlib-inline wcwidth
+    python -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \\
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform any \\
+        -d .whl -r tools/gpu_wheels.txt
 
-and the run there begins with
-`python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=$PWD:/tmp/site`.
+and installed there, before the run, with
+
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
+    export PYTHONPATH=$PWD:/tmp/site PATH=/tmp/site/bin:$PATH
 """
 import argparse, datetime, gc, json, math, os, platform, re, resource, shutil, signal, subprocess, sys, tempfile, time
 import traceback
@@ -102,9 +101,9 @@ def run_command(cmd: list, timeout: float, cwd=ROOT, env=None) -> dict:
 
 
 def child_env() -> dict:
-    "The environment of a child process: this checkout first on the path, unbuffered output, no smoke mode."
-    env = {**os.environ, 'PYTHONUNBUFFERED': '1', 'COLORCOURSE_SMOKE': '0'}
-    env.pop('IN_TEST', None)
+    "The environment of a child process: this checkout first on the path, unbuffered output, no run-size settings (nbdev-test sets its own)."
+    env = {**os.environ, 'PYTHONUNBUFFERED': '1'}
+    for k in ('IN_TEST', 'COLORCOURSE_SMOKE', 'COLORCOURSE_OVERRIDES', 'COLORCOURSE_SOURCE'): env.pop(k, None)
     env['PYTHONPATH'] = os.pathsep.join([str(ROOT), *filter(None, [env.get('PYTHONPATH')])])
     return env
 
@@ -472,29 +471,38 @@ def cuda_flagged_notebooks(nbs=ROOT / 'nbs') -> list:
 def cuda_notebooks(timeout: float) -> dict:
     "`nbdev-test --flags cuda` on each notebook with a `#| cuda` cell; the exit code and output of each."
     nbs, deadline, runs = cuda_flagged_notebooks(), time.perf_counter() + timeout, {}
-    test = shutil.which('nbdev-test')
-    cmd = [test] if test else [sys.executable, '-c', 'import sys; from nbdev.test import nbdev_test; sys.exit(nbdev_test())']
+    test = shutil.which('nbdev-test')   # else nbdev's function, called with keywords (from `python -c` it would not parse argv)
+    cmd = [test] if test else [sys.executable, '-c', "import sys; from nbdev.test import nbdev_test; nbdev_test(path=sys.argv[1], flags='cuda')"]
     for nb in nbs:
         left = deadline - time.perf_counter()
         if left < 10: runs[nb.name] = dict(status='skipped', reason='budget'); continue
-        r = run_command([*cmd, '--path', nb.relative_to(ROOT), '--flags', 'cuda'], left, env=child_env())
+        r = run_command([*cmd, nb.relative_to(ROOT)] + (['--flags', 'cuda'] if test else []), left, env=child_env())
         runs[nb.name] = dict(status='ok' if r['returncode'] == 0 else 'failed', **r)
     return dict(notebooks=runs, note=None if nbs else 'no notebook has a `#| cuda` cell',
                 failed=[n for n, r in runs.items() if r['status'] == 'failed'])
 
 
-def cuda_test_files(tests=ROOT / 'tests') -> list:
-    "The test files that check for a CUDA GPU (and so hold tests that only run on one)."
-    return [p for p in sorted(Path(tests).glob('test_*.py')) if p.name != 'test_gpu_check.py' and 'torch.cuda.is_available()' in p.read_text()]
+def cuda_test_ids(tests=ROOT / 'tests') -> list:
+    "The pytest tests that run only on a CUDA GPU: those marked `skipif(not torch.cuda.is_available(), ...)`, as node ids."
+    import ast
+    ids = []
+    for path in sorted(Path(tests).glob('test_*.py')):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.FunctionDef) or not node.name.startswith('test'): continue
+            for d in node.decorator_list:
+                if (isinstance(d, ast.Call) and getattr(d.func, 'attr', None) == 'skipif' and d.args
+                        and re.search(r'\bnot\s+torch\.cuda\.is_available\(\)', ast.unparse(d.args[0]))):
+                    ids.append(f'{path.relative_to(ROOT)}::{node.name}')
+    return ids
 
 
 def cuda_tests(timeout: float) -> dict:
-    "The pytest tests that need a CUDA GPU: `-k 'gpu or cuda'` in the files that test for one, slow ones excluded."
-    files = [f.relative_to(ROOT) for f in cuda_test_files()]
-    r = run_command([sys.executable, '-m', 'pytest', *files, '-q', '-rs', '-m', 'not slow', '-k', 'gpu or cuda', '-p', 'no:cacheprovider'],
-                    timeout, env=child_env())
-    summary = next((l for l in reversed(r['stdout_tail'].splitlines()) if re.search(r'passed|failed|error|skipped|deselected', l)), None)
-    return dict(files=[str(f) for f in files], summary=summary, status='ok' if r['returncode'] == 0 else 'failed', **r)
+    "Run the tests that need a CUDA GPU (slow ones too: they are few); pytest's summary and output."
+    ids = cuda_test_ids()
+    if not ids: return dict(tests=[], note='no test is marked to run only on a CUDA GPU')
+    r = run_command([sys.executable, '-m', 'pytest', *ids, '-q', '-rs', '-p', 'no:cacheprovider'], timeout, env=child_env())
+    summary = next((l for l in reversed(r['stdout_tail'].splitlines()) if re.search(r'passed|failed|error|skipped', l)), None)
+    return dict(tests=ids, summary=summary, status='ok' if r['returncode'] == 0 else 'failed', **r)
 
 
 # --- the plan ---
@@ -568,7 +576,7 @@ def check(data, dry_run: bool, out: Path, budget: float, parts=None, isolate=Non
         if parts and name not in parts and name != 'environment': continue
         if dry_run and (gpu_only or name in ('bench_128', 'bench_256')):
             rec = dict(status='skipped', reason='dry run: needs a CUDA GPU' if gpu_only else 'dry run: the benchmark runs once, tiny')
-        elif left < min_s:
+        elif left < min_s and name != 'environment':
             rec = dict(status='skipped', reason=f'time budget: {left:.0f} s left of {budget:.0f}, the part needs at least {min_s} s')
         else:
             timeout = min(cap_s, left)
@@ -597,9 +605,11 @@ def prepare(dest: Path, shared: Path, n_imagenet: int = 300, n_cifar: int = 3000
     (dest / 'imagenet').mkdir(parents=True)
     for p in rng.sample(photos, min(n_imagenet, len(photos))): shutil.copy2(p, dest / 'imagenet' / p.name)
     with tarfile.open(archive) as tar:
-        members = sorted((m for m in tar.getmembers() if m.isfile() and '/train/' in f'/{m.name}' and m.name.endswith('.jpg')),
-                         key=lambda m: m.name)
-        for m in rng.sample(members, min(n_cifar, len(members))):
+        names = sorted(m.name for m in tar.getmembers() if m.isfile() and '/train/' in f'/{m.name}' and m.name.endswith('.jpg'))
+    chosen = set(rng.sample(names, min(n_cifar, len(names))))
+    with tarfile.open(archive) as tar:   # one pass in archive order: a gzip stream cannot seek back cheaply
+        for m in tar:
+            if m.name not in chosen: continue
             target = dest / 'cifar10' / Path(m.name).parent.name / Path(m.name).name
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(tar.extractfile(m).read())
@@ -635,6 +645,7 @@ def main(argv=None) -> int:
         write_json(Path(args.child_out), rec); return 0
     if not args.out: print('gpu_check: error: --out is required', file=sys.stderr); return 2
     out = Path(args.out)
+    if args.data: args.data = str(Path(args.data).resolve())   # the children run from the repository root
     if out.exists() and not args.force:
         print(f'gpu_check: error: {out} exists; pass --force to overwrite it', file=sys.stderr); return 2
     if not args.dry_run:
