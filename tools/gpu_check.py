@@ -17,8 +17,8 @@ ones, in a second run).
 
 - `environment`: GPU model, driver, torch/CUDA/cuDNN/fastai versions, bf16 support, the date (UTC).
 - `amp_paths`: one short training with each mixed-precision path on real photos: fastai's `to_fp16` and
-  `to_bf16` on a U-Net Learner, the GAN Learner's with each, and both Learners as built (on a GPU
-  they may carry lesson 13's fast path); losses must stay finite.
+  `to_bf16` on a U-Net Learner and on the GAN Learner (whose callback then scales D's loss too), the Learners' own
+  fast path (`fast=True`), and both as built; every loss must stay finite.
 - `bench_64`: `colorcourse bench --sizes 64` (fp32 and AMP, channels_last off/on, the data pipeline, Lab conversion,
   end to end), its JSON saved whole; `bench_256` and `bench_128` follow the lessons.
 - `lesson_<notebook>`: each training lesson's full configuration, read from its `course_config(full=...)` cell
@@ -354,7 +354,9 @@ def amp_paths(data, dry_run: bool) -> dict:
     unet = lambda: colorization_learner(dls, UnetGenerator(n_down=5, nf=nf))
     gan = lambda: gan_learner(dls, pix2pix_generator(size, nf=nf), PatchDiscriminator(3, nf))
     paths = {'unet, as built': unet, 'unet, to_fp16': lambda: unet().to_fp16(), 'unet, to_bf16': lambda: unet().to_bf16(),
-             'gan, as built': gan, 'gan, to_fp16': lambda: gan().to_fp16(), 'gan, to_bf16': lambda: gan().to_bf16()}
+             'unet, fast=True': lambda: colorization_learner(dls, UnetGenerator(n_down=5, nf=nf), fast=True),
+             'gan, as built': gan, 'gan, to_fp16': lambda: gan().to_fp16(), 'gan, to_bf16': lambda: gan().to_bf16(),
+             'gan, fast=True': lambda: gan_learner(dls, pix2pix_generator(size, nf=nf), PatchDiscriminator(3, nf), fast=True)}
     res = dict(size=size, bs=bs, nf=nf, steps=steps, data=str(source), device=str(dls.device), paths={})
     for name, make in paths.items():
         try:
@@ -432,14 +434,20 @@ def amp_speed(dry_run: bool) -> dict:
 
 # --- the benchmark, the CUDA tests and notebooks ---
 
-BENCH_CLI = "import sys; from colorcourse.cli import main; sys.exit(main())"
+def cli_entry() -> tuple:
+    "The `colorcourse` command's entry point as pyproject.toml declares it: (module, function)."
+    import tomllib
+    target = tomllib.loads((ROOT / 'pyproject.toml').read_text())['project']['scripts']['colorcourse']
+    module, func = target.split(':')
+    return module, func
+
 
 def bench_args(size: int, out: Path, data, dry_run: bool, compile: bool = False) -> list:
     "The `colorcourse bench` arguments of one part: the GPU run's settings, or tiny CPU ones in a dry run."
     if dry_run:
         return ['bench', '--sizes', '32', '--models', 'pix2pix', '--steps', '1', '--nf', '8', '--batch-size', '2', '--quick',
                 '--no-compile', '--device', 'cpu', '--data', 'sample', '--output', str(out)]
-    args = ['bench', '--sizes', str(size), '--steps', '10', '--device', 'cuda', '--data', str(Path(data) / 'imagenet'),
+    args = ['bench', '--sizes', str(size), '--steps', '8', '--device', 'cuda', '--data', str(Path(data) / 'imagenet'),
             '--output', str(out), '--compile' if compile else '--no-compile']
     return args + (['--models', 'pix2pix'] if compile else [])
 
@@ -449,12 +457,14 @@ def bench(size: int, data, dry_run: bool, timeout: float, compile: bool = False)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / 'bench.json'
         args = bench_args(size, out, data, dry_run, compile)
+        module, func = cli_entry()
         if dry_run:
-            from colorcourse.cli import main
-            import contextlib, io
-            with contextlib.redirect_stdout(io.StringIO()): rc = main(args)
+            import contextlib, importlib, io
+            with contextlib.redirect_stdout(io.StringIO()): rc = getattr(importlib.import_module(module), func)(args)
             run = dict(cmd='colorcourse ' + ' '.join(args), returncode=rc, timed_out=False)
-        else: run = run_command([sys.executable, '-c', BENCH_CLI, *args], timeout, env=child_env())
+        else:
+            code = f"import sys; from {module} import {func}; sys.exit({func}())"   # the `colorcourse` command, installed or not
+            run = run_command([sys.executable, '-c', code, *args], timeout, env=child_env())
         if run['returncode'] != 0 or not out.exists():
             raise RuntimeError(f"`{run['cmd']}` " + ('timed out' if run.get('timed_out') else f"exited {run['returncode']}")
                                + f": {run.get('stderr_tail', '')[-1500:]}")
