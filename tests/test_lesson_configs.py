@@ -40,8 +40,16 @@ def test_bad_notebooks_are_named_in_the_error(tmp_path):
         lc.notebook_config(notebook(tmp_path, "cfg = course_config(full=settings, smoke=dict(size=32))"))
     with pytest.raises(ValueError, match=r'nb.ipynb has no course_config'):
         lc.lesson_config(notebook(tmp_path, "x = 1"))
-    with pytest.raises(ValueError, match="which must be 'full' or 'smoke'"):
+    with pytest.raises(ValueError, match=r"which must be one of \['full', 'smoke'\] for 06_unet.ipynb; got 'fast'"):
         lc.lesson_config(ROOT / 'nbs' / '06_unet.ipynb', 'fast')
+    with pytest.raises(ValueError, match=r"cell 0: `\*\*` in course_config"):
+        lc.notebook_config(notebook(tmp_path, "cfg = course_config(full=dict(size=64), smoke=dict(size=32), **common)"))
+
+
+def test_a_third_run_size_is_read_as_a_size_not_a_shared_setting(tmp_path):
+    nb = notebook(tmp_path, "cfg = course_config(full=dict(size=64), smoke=dict(size=32), cpu=dict(size=48), bs=8)")
+    assert lc.notebook_config(nb) == dict(full=dict(size=64), smoke=dict(size=32), cpu=dict(size=48), shared=dict(bs=8))
+    assert lc.lesson_config(nb, 'cpu') == dict(bs=8, size=48)
 
 
 def test_every_training_lesson_is_found_with_its_sizes():

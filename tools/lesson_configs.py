@@ -36,8 +36,12 @@ def _config_calls(source: str):
             if isinstance(n, ast.Call) and getattr(n.func, 'id', getattr(n.func, 'attr', None)) == 'course_config']
 
 
+def _is_dict(node: ast.AST) -> bool:
+    return isinstance(node, ast.Dict) or (isinstance(node, ast.Call) and getattr(node.func, 'id', None) == 'dict')
+
+
 def notebook_config(path) -> dict:
-    "The first `course_config(full=..., smoke=..., **shared)` call of a notebook as `{'full':…, 'smoke':…, 'shared':…}`; None if it has none."
+    "The first `course_config(full=..., smoke=..., **shared)` call of a notebook as `{'full':…, 'smoke':…, 'shared':…}` (and any other run size given as a dict); None if it has none."
     path = Path(path)
     cells = json.loads(path.read_text(encoding='utf-8'))['cells']
     for i, cell in enumerate(cells):
@@ -46,16 +50,18 @@ def notebook_config(path) -> dict:
             kw = {k.arg: k.value for k in call.keywords}
             if 'full' not in kw or 'smoke' not in kw: continue
             where = f"{path.name}, cell {i}"
-            shared = {k: ast.literal_eval(v) for k, v in kw.items() if k not in ('full', 'smoke')}
-            return dict(full=_literal_dict(kw['full'], where), smoke=_literal_dict(kw['smoke'], where), shared=shared)
+            if None in kw: raise ValueError(f"{where}: `**` in course_config(...) cannot be read without running the notebook")
+            sizes = {k: _literal_dict(v, where) for k, v in kw.items() if k in ('full', 'smoke') or _is_dict(v)}
+            return dict(**sizes, shared={k: ast.literal_eval(v) for k, v in kw.items() if k not in sizes})
     return None
 
 
 def lesson_config(path, which: str = 'full') -> dict:
-    "A notebook's settings as `course_config` gives them in a `which` ('full' or 'smoke') run, before any overrides."
-    if which not in ('full', 'smoke'): raise ValueError(f"which must be 'full' or 'smoke'; got {which!r}")
+    "A notebook's settings as `course_config` gives them in a `which` run ('full', 'smoke', or another size it names), before any overrides."
     cfg = notebook_config(path)
     if cfg is None: raise ValueError(f"{Path(path).name} has no course_config(full=..., smoke=...) cell")
+    sizes = [k for k in cfg if k != 'shared']
+    if which not in sizes: raise ValueError(f"which must be one of {sizes} for {Path(path).name}; got {which!r}")
     return {**cfg['shared'], **cfg[which]}
 
 
