@@ -32,7 +32,7 @@ def test_agrees_with_course_config_on_a_real_lesson(monkeypatch):
     from colorcourse.core import course_config
     parts = lc.notebook_config(ROOT / 'nbs' / '08_pix2pix.ipynb')
     monkeypatch.setenv('COLORCOURSE_SMOKE', '0'); monkeypatch.delenv('COLORCOURSE_OVERRIDES', raising=False)
-    assert dict(course_config(parts['full'], parts['smoke'], **parts['shared'])) == {**lc.lesson_config(ROOT / 'nbs' / '08_pix2pix.ipynb'), 'smoke': False}
+    assert dict(course_config(parts['full'], parts['smoke'], **parts['shared'])) == {**lc.lesson_config(ROOT / 'nbs' / '08_pix2pix.ipynb'), 'run': 'full', 'smoke': False}
 
 
 def test_bad_notebooks_are_named_in_the_error(tmp_path):
@@ -54,7 +54,7 @@ def test_a_third_run_size_is_read_as_a_size_not_a_shared_setting(tmp_path):
 
 def test_every_training_lesson_is_found_with_its_sizes():
     assert list(TRAINING) == ['04_training', '05_cnn', '06_unet', '07_dcgan', '08_pix2pix', '09_resnet', '10_spectral_norm',
-                              '11_evaluation', '12_inference']
+                              '11_evaluation']   # lesson 12 trains nothing: it uses the shipped colorizer
     for stem, cfg in TRAINING.items():
         assert {'dataset', 'size', 'bs', 'epochs'} <= set(cfg), stem
         assert cfg['dataset'] in lc.DATASET_IMAGES, f"{stem}: how many images has {cfg['dataset']!r}? add it to DATASET_IMAGES"

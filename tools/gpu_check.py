@@ -292,7 +292,6 @@ LESSON_MODELS = {
                       'U-Net + DCGAN': _gan(_unet(), _dcgan_d, amp=True), 'pix2pix': _gan(_p2p_g, _patch(3), amp=True),
                       'ResNet pix2pix': _gan(_resnet(init=True), _patch(3), amp=True), 'ResNet-18 U-Net': _l1(_resnet18_unet),
                       'pix2pix, SN PatchGAN': _gan(_p2p_g, _patch(3, 'spectral'), amp=True)},
-    '12_inference': {'pix2pix': _gan(_p2p_g, _patch(3), amp=False)},
 }
 
 
