@@ -7,8 +7,9 @@ import pytest
 
 from conftest import NBS, ROOT, fresh_venv, outside_env, read_json, run
 
-# What a release may never carry: notebooks, checkpoints, data, the docs build.
+# What a release may never carry: notebooks, checkpoints, data, the docs build. The one exception is the package's own assets.
 FORBIDDEN = re.compile(r'(\.ipynb|\.pth|\.pt|\.safetensors|\.ckpt|\.jpe?g|\.png|\.npz?|\.zip|\.tar(\.gz)?)$|(^|/)(nbs|_proc|_docs|models|data)/')
+ASSETS = {'colorcourse/assets/colorizer.safetensors', 'colorcourse/assets/imagenet_sample.txt'}   # the shipped colorizer, the photo list
 
 
 def source_version() -> str:
@@ -31,17 +32,18 @@ def test_build_gives_a_wheel_and_an_sdist_of_the_source_version(dist):
 def test_wheel_holds_only_the_package(dist):
     names = zipfile.ZipFile(dist['wheel']).namelist()
     pkg = sorted(n for n in names if '.dist-info/' not in n)
-    assert {f'colorcourse/{p.name}' for p in (ROOT / 'colorcourse').glob('*.py')} == set(pkg), \
-        "the wheel must hold exactly colorcourse/*.py (notebooks, data and checkpoints stay out)"
-    assert not [n for n in names if FORBIDDEN.search(n)]
+    assert {f'colorcourse/{p.name}' for p in (ROOT / 'colorcourse').glob('*.py')} | ASSETS == set(pkg), \
+        "the wheel must hold exactly colorcourse/*.py and the assets (notebooks, data and other checkpoints stay out)"
+    assert not [n for n in names if FORBIDDEN.search(n) and n not in ASSETS]
+    assert dist['wheel'].stat().st_size < 15e6, "the wheel must stay under 15 MB"
 
 
 def test_sdist_holds_the_sources_and_no_notebooks_data_or_checkpoints(dist):
     with tarfile.open(dist['sdist']) as tf:
         names = [str(PurePosixPath(*PurePosixPath(n).parts[1:])) for n in tf.getnames()]
-    for needed in ('pyproject.toml', 'README.md', 'PKG-INFO', 'colorcourse/__init__.py', 'colorcourse/_modidx.py', 'colorcourse/cli.py'):
+    for needed in ('pyproject.toml', 'README.md', 'PKG-INFO', 'colorcourse/__init__.py', 'colorcourse/_modidx.py', 'colorcourse/cli.py', *ASSETS):
         assert needed in names, f"the sdist lacks {needed}"
-    assert not [n for n in names if FORBIDDEN.search(n)], [n for n in names if FORBIDDEN.search(n)]
+    assert not [n for n in names if FORBIDDEN.search(n) and n not in ASSETS], [n for n in names if FORBIDDEN.search(n)]
 
 
 def test_metadata_matches_pyproject(dist, pyproject):
@@ -89,6 +91,13 @@ def test_wheel_installs_with_its_dependencies_in_a_fresh_venv(wheel_venv, tmp_pa
     r = run([wheel_venv, '-c', 'import colorcourse.data, colorcourse.training, colorcourse.gan; print(len(colorcourse.data.sample_images()))'],
             cwd=tmp_path / 'elsewhere', env=outside_env())
     assert int(r.stdout) > 0
+    # the shipped colorizer, offline, with no checkpoint given: the photo keeps its size
+    from PIL import Image
+    from skimage import data as skdata
+    Image.fromarray(skdata.chelsea()).convert('L').save(tmp_path / 'elsewhere' / 'cat.jpg')
+    r = run([wheel_venv.parent / 'colorcourse', 'colorize', 'cat.jpg', '-o', 'out'], cwd=tmp_path / 'elsewhere', env=outside_env())
+    assert 'with the shipped colorizer' in r.stdout
+    assert Image.open(tmp_path / 'elsewhere' / 'out' / 'cat_color.jpg').size == Image.open(tmp_path / 'elsewhere' / 'cat.jpg').size
 
 
 @pytest.mark.slow
