@@ -53,6 +53,7 @@ def main(argv=None) -> int:
     p.add_argument('--threads', type=int, default=None, help='CPU threads for torch (default: all)')
     p.add_argument('--stage-dir', default=None, help='also keep a checkpoint after each stage here')
     p.add_argument('--seed', type=int, default=42)
+    p.add_argument('--from-l1', default=None, help='skip the L1 stage: start the GAN stage from this L1 checkpoint (--stage-dir writes one)')
     args = p.parse_args(argv)
     if args.threads: torch.set_num_threads(args.threads)
 
@@ -71,16 +72,24 @@ def main(argv=None) -> int:
     print(f'{dls.counts.used} usable photos ({dls.counts.gray} gray dropped): {len(dls.train.dataset)} training, '
           f'{len(dls.valid.dataset)} held out; {hardware(dls.device)}', flush=True)
 
-    G = pix2pix_generator(args.size, nf=args.nf)
     start = time.perf_counter()
-    learn = colorization_learner(dls, G, lr=args.l1_lr)
-    with learn.no_bar(): learn.fit_one_cycle(args.l1_epochs, args.l1_lr)
-    l1_seconds = time.perf_counter() - start
+    if args.from_l1:
+        from colorcourse.inference import load_colorizer
+        G = load_colorizer(args.from_l1, dls.device)
+        l1_meta = G.checkpoint['meta']
+        args.l1_epochs, args.l1_lr = l1_meta['l1_epochs'], l1_meta['l1_lr']
+        l1_seconds = l1_meta['train_minutes'] * 60
+        start -= l1_seconds
+    else:
+        G = pix2pix_generator(args.size, nf=args.nf)
+        learn = colorization_learner(dls, G, lr=args.l1_lr)
+        with learn.no_bar(): learn.fit_one_cycle(args.l1_epochs, args.l1_lr)
+        l1_seconds = time.perf_counter() - start
     print(f'L1 stage: {l1_seconds / 60:.1f} min', flush=True)
     meta = dict(recipe='unet-l1-then-pix2pix', data='imagenet-sample', data_images=len(dls.train.dataset),
                 held_out='10% split of the usable ImageNet-sample photos, seed 42 (colorization_dls valid_pct=0.1, seed=42)',
                 nf=args.nf, bs=args.bs, epoch_len=args.epoch_len, l1_epochs=args.l1_epochs, l1_lr=args.l1_lr)
-    if args.stage_dir:
+    if args.stage_dir and not args.from_l1:
         Path(args.stage_dir).mkdir(parents=True, exist_ok=True)
         save_checkpoint(Path(args.stage_dir) / 'l1.safetensors', G, size=args.size, overwrite=True,
                         **meta, gan_epochs=0, train_minutes=round(l1_seconds / 60, 1), hardware=hardware(dls.device))
