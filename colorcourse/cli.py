@@ -235,16 +235,3 @@ COMMANDS.update({
              _demo_options, _demo),
     'train': ('train a colorizer (cnn, unet, dcgan, pix2pix, resnet) and save its checkpoint', _train_options, _train),
     'colorize': ('colorize photos or folders of photos with a checkpoint', _colorize_options, _colorize)})
-
-# %% ../nbs/12a_cli.ipynb #482c5728
-def _bench_options(p: argparse.ArgumentParser):
-    "Options of `bench`: see `colorcourse.speed.bench_options`."
-    from colorcourse.speed import bench_options
-    bench_options(p)
-
-def _bench(args) -> int:
-    "Run the speed benchmark and print its JSON."
-    from colorcourse.speed import bench_command
-    return bench_command(args)
-
-COMMANDS['bench'] = ('benchmark training speed, data pipeline and Lab conversion (JSON)', _bench_options, _bench)

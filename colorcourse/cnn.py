@@ -14,9 +14,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.basics import listify
-from .core import records_args, seed_everything
+from .core import seed_everything
 from .lab import AB_SCALE, lab_to_rgb
-from .training import colorization_learner
+from .training import colorization_learner, records_args
 
 # %% ../nbs/05_cnn.ipynb #72778a60
 def conv_relu_stack(ni: int, nf: int, n_convs: int, stride: int = 1, dilation: int = 1) -> list:

@@ -19,19 +19,12 @@ from fastai.learner import Learner
 from .core import image_array, show_comparison
 from .lab import lab_decode
 from .gan import ConditionalGAN
-from .training import ConstantColor, mean_ab, reference_batch, score_models
+from .training import ConstantColor, mean_ab, reference_batch, score_models, load_checkpoint, network_of
 
 # %% ../nbs/11_evaluation.ipynb #81f8b146
 def as_colorizer(obj) -> nn.Module:
     "The colorizer (L -> ab) in `obj`: a module, a fastai Learner's model (a GAN's generator), or a checkpoint file (a path)."
-    if isinstance(obj, (str, Path)):
-        from colorcourse.inference import load_checkpoint    # lesson 12's reader, needed only for files
-        return as_colorizer(load_checkpoint(obj))
-    model = obj.model if isinstance(obj, Learner) else obj
-    if isinstance(model, ConditionalGAN): model = model.generator
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"a colorizer is an nn.Module, a fastai Learner or a checkpoint path; got {type(obj).__name__}")
-    return model
+    return network_of(load_checkpoint(obj) if isinstance(obj, (str, Path)) else obj)
 
 # %% ../nbs/11_evaluation.ipynb #22d62a3f
 def predict_batch(model: nn.Module, L: torch.Tensor) -> torch.Tensor:

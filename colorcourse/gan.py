@@ -25,10 +25,9 @@ from fastai.callback.core import Callback
 from fastai.metrics import Metric
 from fastai.optimizer import Adam
 from fastai.torch_core import params
-from .core import records_args
 import fastai.callback.fp16, fastai.callback.progress  # to_fp16 and progress bars on every Learner
 from .unet import check_norm, conv_layer, norm_layer, retune_spectral_norm
-from .training import ShapeCheck, add_fast_path, check_output_shape, reference_batch
+from .training import ShapeCheck, add_fast_path, check_output_shape, records_args, reference_batch
 from .metrics import colorization_metrics
 
 # %% ../nbs/07_dcgan.ipynb #a4d1f0f1
@@ -302,7 +301,7 @@ class ConditionalGANLearner(Learner):
 def gan_learner(dls, generator: nn.Module, discriminator: nn.Module, gan_loss: str = 'vanilla', l1_weight: float = 100.,
                 lr: float = 2e-4, lr_d: Optional[float] = None, betas=(0.5, 0.999), d_steps: int = 1,
                 label_smoothing: bool = False, noisy_labels: bool = False, flip_prob: float = 0., pool_size: int = 0,
-                metrics=None, cbs=None, fast: Optional[bool] = None, **kwargs) -> ConditionalGANLearner:
+                metrics=None, cbs=None, fast: bool = False, **kwargs) -> ConditionalGANLearner:
     "A Learner that trains `generator` (L -> ab) against `discriminator` of (L, ab) pairs, pix2pix style; `lr_d` defaults to `lr`; `fast` as `add_fast_path`."
     model = ConditionalGAN(generator, discriminator).to(dls.device)
     check_output_shape(model, dls)

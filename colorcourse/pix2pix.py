@@ -16,11 +16,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from fastai.callback.core import Callback
 from fastai.callback.schedule import combine_scheds, SchedLin, SchedNo
-from .core import records_args
 from .unet import UnetGenerator, check_norm, conv_layer, norm_layer, max_n_down
 from .gan import gan_adam, gan_learner, init_gan_weights
 from .lab import L_SCALE, AB_SCALE, lab_decode, rgb_to_lab
-from .training import colorization_learner, reference_batch
+from .training import colorization_learner, records_args, reference_batch
 
 # %% ../nbs/08_pix2pix.ipynb #20e8a008
 @records_args

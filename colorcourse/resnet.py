@@ -14,7 +14,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 from torch.nn.utils import parametrize
-from .core import records_args
+from .training import records_args
 from .unet import check_norm, conv_layer, norm_layer, retune_spectral_norm
 
 # %% ../nbs/09_resnet.ipynb #b0f3ba44

@@ -8,9 +8,9 @@ Docs: https://colorcourse.github.io/colorcourse/speed.html.md"""
 __all__ = ['PEAK_TFLOPS', 'PEAK_TFLOPS_OVERRIDE', 'BENCH_MODELS', 'GOALS', 'layer_flops', 'forward_flops', 'counted_flops',
            'amp_dtype', 'precision_name', 'autocast', 'grad_scaler', 'scaled_step', 'gan_step', 'l1_step',
            'pix2pix_pair', 'peak_tflops', 'sync_for', 'time_it', 'layout_speed', 'bench_model', 'make_train_step',
-           'train_speed', 'compile_check', 'UsualLabDataset', 'end_to_end', 'compile_networks', 'FastTraining',
-           'default_bs', 'bench_settings', 'bench_train', 'bench_layouts', 'bench_compile', 'bench_summary',
-           'bench_goals', 'run_bench', 'bench_options', 'bench_command', 'bench_table', 'plot_bench']
+           'train_speed', 'compile_check', 'UsualLabDataset', 'end_to_end', 'compile_networks', 'default_bs',
+           'bench_settings', 'bench_train', 'bench_layouts', 'bench_compile', 'bench_summary', 'bench_goals',
+           'run_bench', 'bench_options', 'bench_command', 'bench_table', 'plot_bench']
 
 # %% ../nbs/13_speed.ipynb #176a66f4
 import argparse, json, math, os, platform, re, time
@@ -22,7 +22,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
-from fastai.callback.fp16 import MixedPrecision
 from .core import default_device, device_summary, seed_everything
 from .data import benchmark_pipeline, colorization_dls, load_square, resolve_source
 from .lab import benchmark_lab
@@ -286,42 +285,6 @@ def compile_networks(model: nn.Module, backend: str = 'inductor') -> nn.Module:
         if not getattr(m, '_compiled_call_impl', None): m.compile(backend=backend)
     return model
 
-class FastTraining(MixedPrecision):
-    "The GPU fast path of a Learner: cuDNN autotuning, channels_last, and mixed precision (bf16 where native, else fp16 + scaler)."
-    order = MixedPrecision.order
-    def __init__(self, amp: bool = True, channels_last: bool = True, cudnn_benchmark: bool = True, compile=False, devices=('cuda',)):
-        self.amp, self.channels_last, self.cudnn_benchmark, self.devices = amp, channels_last, cudnn_benchmark, tuple(devices)
-        self.compile = compile   # False, True (inductor) or the name of a torch.compile backend
-        self.kwargs, self.on, self.amp_on, self.autocast, self.scales = {}, False, False, None, None
-
-    def before_fit(self):
-        device = getattr(self.dls, 'device', None) or torch.device('cpu')
-        self.on = torch.device(device).type in self.devices
-        others = [cb for cb in self.learn.cbs if isinstance(cb, MixedPrecision) and cb is not self]
-        self.amp_on = self.on and self.amp and not others
-        if self.on and self.cudnn_benchmark and device.type == 'cuda':
-            self.old_benchmark, torch.backends.cudnn.benchmark = torch.backends.cudnn.benchmark, True
-        if self.on and self.channels_last: self.learn.model.to(memory_format=torch.channels_last)
-        if self.on and self.compile: compile_networks(self.learn.model, 'inductor' if self.compile is True else self.compile)
-        if self.amp_on:
-            self.dtype = amp_dtype(device)
-            self.autocast, self.learn.scaler, self.scales = autocast(device, self.dtype), grad_scaler(device, self.dtype), []
-
-    def before_batch(self):
-        if self.amp_on: super().before_batch()
-    def after_pred(self):
-        if self.amp_on: super().after_pred()
-    def after_loss(self):
-        if self.amp_on: super().after_loss()
-    def before_backward(self):
-        if self.amp_on: super().before_backward()
-    def before_step(self):
-        if self.amp_on: super().before_step()
-    def after_step(self):
-        if self.amp_on: super().after_step()
-    def after_fit(self):
-        if self.amp_on: super().after_fit()
-        if hasattr(self, 'old_benchmark'): torch.backends.cudnn.benchmark = self.old_benchmark; del self.old_benchmark
 
 # %% ../nbs/13_speed.ipynb #c57c62cb
 def default_bs(size: int, device) -> int:

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm
-from .core import records_args
+from .training import records_args
 
 # %% ../nbs/06_unet.ipynb #1d624148
 NORMS = ('batch', 'instance', 'spectral', 'none')
