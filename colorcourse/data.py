@@ -46,15 +46,16 @@ IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.webp', '.bmp', '.tif', '.tiff')
 # %% ../nbs/02_data.ipynb #e465d17e
 def _flatten_alpha(img: Image.Image) -> Image.Image:
     "Composite an image with transparency onto white, as a viewer shows it."
-    rgba = img.convert('RGBA')
+    rgba = (img.convert('LA') if img.mode == 'La' else img).convert('RGBA')   # PIL converts premultiplied 'La' only to 'LA'
     return Image.alpha_composite(Image.new('RGBA', rgba.size, (255, 255, 255, 255)), rgba).convert('RGB')
 
 # %% ../nbs/02_data.ipynb #1bd2d090
 def _scaled_to_uint8(arr: np.ndarray) -> np.ndarray:
-    "An integer or float image array scaled (not clipped) to uint8: 16-bit by 255/65535, floats from [0, 1]."
+    "An integer or float image array scaled (not clipped) to uint8: 16-bit by 255/65535, floats by the range they fill."
     if arr.dtype == np.uint8: return arr
-    if np.issubdtype(arr.dtype, np.floating):
-        scale = 255. if np.nanmax(arr, initial=0) <= 1 else 255. / 65535
+    if np.issubdtype(arr.dtype, np.floating):   # [0, 1], [0, 255], 16-bit [0, 65535], or else their own maximum
+        top = float(np.nanmax(np.where(np.isfinite(arr), arr, 0), initial=0))
+        scale = 255. if top <= 1 else 1. if top <= 255 else 255. / 65535 if top <= 65535 else 255. / top
     else: scale = 255. / 65535 if arr.max(initial=0) > 255 else 1.
     return np.clip(np.nan_to_num(arr.astype(np.float32)) * scale + 0.5, 0, 255).astype(np.uint8)
 

@@ -25,7 +25,8 @@ from . import __version__
 from .lab import lab_encode, lab_to_rgb, rgb_to_lab, AB_SCALE
 from .data import to_rgb, find_images, IMAGE_EXTENSIONS
 from .training import (ARCHITECTURES, arch_config, build_from_config, check_writable_folder, save_checkpoint,
-                                  read_checkpoint_info, load_checkpoint, _write_atomically)
+                                  read_checkpoint_info, load_checkpoint, _write_atomically, _checked_size, _missing_folders,
+                                  _remove_if_empty)
 from .cnn import ColorCNN, ABQuantizer
 from .unet import UnetGenerator
 from .gan import ConditionalGAN
@@ -75,22 +76,32 @@ def predict_ab(model, L: torch.Tensor) -> torch.Tensor:
     if L.ndim != 4 or L.shape[1] != 1: raise ValueError(f"L must be (B, 1, H, W); got shape {tuple(L.shape)}")
     device = next(iter(net.parameters()), torch.empty(0)).device
     try: ab = predict_batch(net, L.to(device))
-    except torch.OutOfMemoryError: raise
+    except (torch.OutOfMemoryError, MemoryError) as e:
+        raise MemoryError(f"not enough memory on {device} to predict at {L.shape[-1]}x{L.shape[-2]} pixels") from e
     except RuntimeError as e:
+        if "can't allocate memory" in str(e):   # the CPU allocator's words
+            raise MemoryError(f"not enough memory on {device} to predict at {L.shape[-1]}x{L.shape[-2]} pixels") from e
         raise ValueError(f"the model cannot take L of shape {tuple(L.shape)}: is it a colorizer (L -> ab)? ({e})") from e
     if ab.shape[1] != 2 or ab.shape[-2:] != L.shape[-2:]:
         raise ValueError(f"the model maps L of shape {tuple(L.shape)} to {tuple(ab.shape)}: it is not a colorizer (L -> ab)")
+    if not torch.isfinite(ab).all(): raise ValueError("the model predicts NaN or infinite colours: are its weights NaN (a diverged training)?")
     return ab
 
 # %% ../nbs/12_inference.ipynb #0ba52b5b
 def open_photo(image) -> Image.Image:
     "A path or a PIL image as a fully loaded, upright PIL image (EXIF rotation applied), with a clear error if it cannot be read."
-    if isinstance(image, Image.Image): return ImageOps.exif_transpose(image)
+    if isinstance(image, Image.Image):
+        if 0 in image.size: raise ValueError(f"the image has no pixels ({image.width}x{image.height})")
+        return ImageOps.exif_transpose(image)
+    if not isinstance(image, (str, os.PathLike)):
+        raise TypeError(f"colorize takes a photo's path or a PIL image, not a {type(image).__name__} (an array: Image.fromarray(a); "
+                        f"a batch of L tensors: predict_ab)")
     path = Path(image).expanduser()
     if not path.is_file(): raise FileNotFoundError(f"no such image file: {path}")
     try:
         with Image.open(path) as img:
             img.load()
+            if 0 in img.size: raise ValueError(f"it has no pixels ({img.width}x{img.height})")
             return ImageOps.exif_transpose(img)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise ValueError(f"cannot read image {path}: {e}") from e
@@ -109,8 +120,9 @@ def colorize(image, model, size: Optional[int] = None, strip_rows: int = 256) ->
     net = as_colorizer(model)
     size = size or getattr(net, 'checkpoint', {}).get('size')
     if not size: raise ValueError("pass size=, the image size the model was trained at (a loaded checkpoint knows it)")
+    size = _checked_size(size)
     img = open_photo(image)
-    alpha = img.getchannel('A') if 'A' in img.getbands() else None
+    alpha = img.getchannel(img.getbands()[-1]) if img.mode in ('RGBA', 'LA', 'PA', 'RGBa', 'La') else None   # not LAB's a* band, named 'A' too
     rgb = np.array(to_rgb(img))   # a writable copy, which torch.from_numpy can share
     H, W = rgb.shape[:2]
     w, h = model_input_size(W, H, size, size_multiple(net))
@@ -137,7 +149,9 @@ def expand_inputs(inputs) -> list:
             files += found
         elif path.is_file(): files.append(path)
         else: raise FileNotFoundError(f"no such file or folder: {path}")
-    return list(dict.fromkeys(files))
+    unique = {}   # by the file, not its spelling: photos/a.jpg and photos/../photos/a.jpg are one photo
+    for f in files: unique.setdefault(f.resolve(), f)
+    return list(unique.values())
 
 def output_path(src: Path, out_dir: Path, suffix: str = '_color') -> Path:
     "Where the colorized `src` goes: `out_dir/<name><suffix>`, as JPEG for a JPEG and PNG otherwise."
@@ -152,6 +166,8 @@ def plan_outputs(files: list, out_dir, force: bool = False, suffix: str = '_colo
     inputs = {f.resolve() for f in files}
     for f, o in zip(files, outs):
         if o.resolve() in inputs: raise ValueError(f"the output {o} would overwrite an input photo; choose another output folder")
+    folder = next((o for o in outs if o.is_dir()), None)
+    if folder: raise ValueError(f"the output {folder} is a folder; move it or choose another output folder")
     clashes = [o for o in dict.fromkeys(outs) if outs.count(o) > 1]
     if clashes: raise ValueError(f"several inputs would be written to {clashes[0]}: rename them or colorize them separately")
     existing = [o for o in outs if o.exists()]
@@ -169,16 +185,28 @@ def save_image(img: Image.Image, path: Path, exif: Optional[bytes] = None):
 
 def colorize_files(inputs, out_dir, model, size: Optional[int] = None, force: bool = False, suffix: str = '_color',
                    progress: bool = True) -> list:
-    "Colorize every photo in `inputs` (files or folders) into `out_dir`; returns the paths written. Never overwrites an input."
+    "Colorize every readable photo in `inputs` (files or folders) into `out_dir`; returns the paths written. Then a `ValueError` names any unreadable one."
     files = expand_inputs(inputs)
     outs = plan_outputs(files, out_dir, force, suffix)
+    new_folders = _missing_folders(Path(out_dir).expanduser())
     check_writable_folder(out_dir)
-    for src, dest in zip(progress_bar(files) if progress else files, outs):
-        img = open_photo(src)
-        exif = img.getexif()
-        if exif: exif[0x0112] = 1   # the pixels are upright now
-        save_image(colorize(img, model, size), dest, exif.tobytes() if exif else None)
-    return outs
+    written, unreadable = [], []
+    try:
+        for src, dest in zip(progress_bar(files) if progress else files, outs):
+            try: img = open_photo(src)
+            except ValueError as e: unreadable.append(str(e)); continue   # one bad photo must not cost the others
+            exif = img.getexif()
+            if exif: exif[0x0112] = 1   # the pixels are upright now
+            save_image(colorize(img, model, size), dest, exif.tobytes() if exif else None)
+            written.append(dest)
+    finally:
+        if not written: _remove_if_empty(new_folders)
+    if unreadable:
+        err = ValueError(f"colorized {len(written)} of {len(files)} photo(s) into {out_dir}; skipped {len(unreadable)}: "
+                         f"{'; '.join(unreadable)} (fix and colorize those alone: their outputs do not exist)")
+        err.written = written
+        raise err
+    return written
 
 # %% ../nbs/12_inference.ipynb #aa0313f3
 class UploadColorizer:

@@ -408,19 +408,33 @@ def bench_options(p: argparse.ArgumentParser):
     p.add_argument('--data', default='sample', help="images for the data-pipeline rows: a folder, or 'sample' (default)")
     p.add_argument('--device', default=None, help='cuda, cpu, ... (default: the fastest present)')
     p.add_argument('--peak-tflops', type=float, default=None, help="the GPU's peak 16-bit TFLOP/s, for a GPU the table lacks")
-    p.add_argument('--output', default=None, help='also write the JSON to this file')
+    p.add_argument('--output', default=None, help='also write the JSON to this file (a new file, checked before the benchmark runs)')
+    p.add_argument('--force', action='store_true', help='overwrite --output if it exists')
 
 def bench_command(args) -> int:
     "Run the benchmark with the parsed options, print its JSON to stdout; returns 0."
     import sys
+    from colorcourse.inference import check_writable_folder, _write_atomically
     for m in args.models or []:
         if m not in BENCH_MODELS: raise ValueError(f"unknown model {m!r}; choose from {', '.join(BENCH_MODELS)}")
+    if args.sizes is not None and not (args.sizes and all(32 <= s <= 2048 for s in args.sizes)):
+        raise ValueError(f"--sizes must be image sizes from 32 to 2048 pixels; got {args.sizes}")
+    for option, value, low, high in (('batch-size', args.batch_size, 1, 65536), ('steps', args.steps, 1, 10_000), ('nf', args.nf, 1, 1024)):
+        if value is not None and not low <= value <= high: raise ValueError(f"--{option} must be from {low} to {high}; got {value}")
+    if args.peak_tflops is not None and not args.peak_tflops > 0: raise ValueError(f"--peak-tflops must be above 0; got {args.peak_tflops}")
+    out = Path(args.output).expanduser() if args.output else None
+    if out is not None:   # checked now: the benchmark takes minutes, and its end must not find a file in the way
+        if out.is_dir(): raise ValueError(f"--output {out} is a folder; give a file name such as {out / 'bench.json'}")
+        if out.exists() and not args.force: raise ValueError(f"{out} exists; pass --force to overwrite it")
+        check_writable_folder(out.parent, create=False)
     if args.peak_tflops: PEAK_TFLOPS_OVERRIDE[0] = args.peak_tflops
     res = run_bench(args.sizes, args.models, args.batch_size, args.steps, args.nf, args.quick, args.compile, args.data, args.device,
                     log=lambda part: print(f'bench: {part} ...', file=sys.stderr, flush=True))
     text = json.dumps(res, indent=1)
-    if args.output: Path(args.output).write_text(text + '\n')
-    print(text)
+    print(text)   # first: should the file fail, the result is still on the screen
+    if out is not None:
+        check_writable_folder(out.parent)
+        _write_atomically(out, lambda tmp: Path(tmp).write_text(text + '\n'))
     return 0
 
 # %% ../nbs/13_speed.ipynb #f1ad5189

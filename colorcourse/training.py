@@ -272,71 +272,123 @@ def _import_lessons():
     for m in pkgutil.iter_modules(colorcourse.__path__):
         if not m.name.startswith('_'): importlib.import_module(f'colorcourse.{m.name}')
 
-def _build_arg(value):
+def _build_arg(value, device=None):
     "A JSON argument back as a value: nested configs are built."
-    if isinstance(value, dict) and 'arch' in value: return build_from_config(value)
-    if isinstance(value, list): return [_build_arg(v) for v in value]
+    if isinstance(value, dict) and 'arch' in value: return build_from_config(value, device)
+    if isinstance(value, list): return [_build_arg(v, device) for v in value]
     return value
 
-def build_from_config(config: dict):
-    "Build the object an `arch_config` describes (fresh weights; a ResNet encoder is not downloaded again)."
+def build_from_config(config: dict, device=None):
+    "Build the object an `arch_config` describes (fresh weights; a ResNet encoder is not downloaded again); `device='meta'`: shapes only, no memory."
+    from contextlib import nullcontext
     name = config.get('arch')
     if name not in ARCHITECTURES: _import_lessons()
     if name not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {name!r} in the checkpoint; this colorcourse knows {', '.join(ARCHITECTURES)}")
-    args = {k: _build_arg(v) for k, v in config.get('args', {}).items()}
+    args = {k: _build_arg(v, device) for k, v in config.get('args', {}).items()}
     if name == 'resnet_unet': args['pretrained'] = False   # the checkpoint holds the trained weights
-    with redirect_stdout(StringIO()), warnings.catch_warnings():
+    make = ARCHITECTURES[name]
+    on_device = device is not None and not (isinstance(make, type) and not issubclass(make, nn.Module))   # a helper object (ABQuantizer) is built as usual
+    with redirect_stdout(StringIO()), warnings.catch_warnings(), (torch.device(device) if on_device else nullcontext()):
         warnings.simplefilter('ignore')
-        return ARCHITECTURES[name](**args)
+        try: return make(**args)
+        except MemoryError as e: raise ValueError(f"the arguments {args} of {name} ask for more memory than there is") from e
+        except (TypeError, ValueError, RuntimeError, AssertionError, IndexError, KeyError, OverflowError) as e:
+            raise ValueError(f"the arguments {config.get('args')} do not build a {name} ({type(e).__name__}: {e})") from e
 
 # %% ../nbs/04_training.ipynb #291cf9c1
+def _new_file_mode(path: Path) -> int:
+    "The permissions `path` gets: an existing file's own, else what `open()` gives a new file under the current umask."
+    if path.exists(): return path.stat().st_mode & 0o7777
+    umask = os.umask(0o022); os.umask(umask)   # reading the umask means setting it: set it straight back
+    return 0o666 & ~umask
+
 def _write_atomically(path: Path, write):
     "Call `write(tmp)` on a temporary file next to `path`, then rename it to `path`: no half-written file ever has its name."
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.part', dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.part', dir=path.parent)   # mkstemp makes it private (0600)
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, _new_file_mode(path))
         os.replace(tmp, path)
+    except OSError as e:   # name the file the user asked for, never the temporary one
+        raise OSError(f"cannot write {path}: {e.strerror or str(e).replace(tmp, str(path))}") from e
     finally:
         if os.path.exists(tmp): os.unlink(tmp)
 
-def check_writable_folder(folder) -> Path:
-    "Create `folder` if needed and make sure files can be written in it, else raise a `PermissionError` naming it."
+def check_writable_folder(folder, create: bool = True) -> Path:
+    "Make sure files can be written in `folder`, created if needed (`create=False`: only checked, in its nearest existing parent), else raise a `PermissionError` naming it."
     folder = Path(folder).expanduser()
     if folder.exists() and not folder.is_dir(): raise NotADirectoryError(f"not a folder: {folder}")
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder): pass
+        if create: folder.mkdir(parents=True, exist_ok=True)
+        probe = next(p for p in (folder, *folder.parents) if p.exists())
+        if not probe.is_dir(): raise NotADirectoryError(None, f"{probe} is a file")
+        with tempfile.TemporaryFile(dir=probe): pass
     except OSError as e: raise PermissionError(f"cannot write to the folder {folder} ({e.strerror or e})") from e
     return folder
 
+def _missing_folders(folder: Path) -> list:
+    "`folder` and those of its parents that do not exist yet, deepest first: what writing into `folder` would create."
+    return [p for p in (folder, *folder.parents) if not p.exists()]
+
+def _remove_if_empty(folders: list):
+    "Remove again the folders that `_missing_folders` listed, deepest first, while they are empty: a failure leaves no empty folders."
+    for p in folders:
+        try: p.rmdir()
+        except OSError: return
+
 # %% ../nbs/04_training.ipynb #bdb2ef7d
+def _checked_size(size, what: str = 'size') -> int:
+    "`size` if it is a whole number of pixels from 16 to 2048, else a `ValueError` that says so."
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or not 16 <= size <= 2048:
+        raise ValueError(f"{what} must be a whole number of pixels from 16 to 2048; got {size!r}")
+    return int(size)
+
 def save_checkpoint(path, model, size: Optional[int] = None, overwrite: bool = False, **meta) -> Path:
     "Save `model` (or a Learner's, or a GAN's generator) to one safetensors file with all it takes to rebuild it; `size`: training image size."
     path, net = Path(path).expanduser(), network_of(model)
     if size is None: size = getattr(getattr(model, 'dls', None), 'size', None)
     if size is None: raise ValueError("pass size=, the image size the model was trained at (colorize predicts at that size)")
+    size = _checked_size(size)   # what load_checkpoint would refuse is never written
     if path.exists() and not overwrite: raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
-    info = dict(format='colorcourse checkpoint', version=__version__, size=int(size), **arch_config(net), meta=meta)
+    info = dict(format='colorcourse checkpoint', version=__version__, size=size, **arch_config(net), meta=meta)
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in net.state_dict().items()}
+    bad = _non_finite(tensors)
+    if bad: raise ValueError(f"the model has NaN or infinite weights ({bad}): its training diverged, and a checkpoint of it would "
+                             f"colorize nothing; nothing was saved")
     check_writable_folder(path.parent)
     _write_atomically(path, lambda tmp: save_file(tensors, tmp, metadata={'colorcourse': json.dumps(info)}))
     return path
 
 # %% ../nbs/04_training.ipynb #bd433dc3
+def _non_finite(state: dict) -> str:
+    "The names of the floating-point tensors in `state` that hold NaN or infinity (at most three, then '...'), or ''."
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    return ', '.join(bad[:3]) + (' ...' if len(bad) > 3 else '')
+
+def _mismatch(ours: dict, theirs: dict) -> str:
+    "How two `{name: shape}` dicts differ (missing, unexpected, differently shaped names), or '' where they agree."
+    missing, unexpected = sorted(set(ours) - set(theirs)), sorted(set(theirs) - set(ours))
+    wrong = [k for k in ours if k in theirs and tuple(ours[k]) != tuple(theirs[k])]
+    return '; '.join(f"{what} {keys[:3]}{' ...' if len(keys) > 3 else ''}" for what, keys in
+                     (('missing', missing), ('unexpected', unexpected), ('different shape', wrong)) if keys)
+
 def _load_state(net: nn.Module, state: dict, path: Path):
     "Copy `state` into `net`, or raise a `ValueError` that says how they differ."
     if any(k.startswith('generator.') for k in state) and not any(k.startswith('generator.') for k in net.state_dict()):   # a GAN learner's file: its generator
         state = {k[len('generator.'):]: v for k, v in state.items() if k.startswith('generator.')}
     ours = net.state_dict()
-    missing, unexpected = sorted(set(ours) - set(state)), sorted(set(state) - set(ours))
-    wrong = [k for k in ours if k in state and ours[k].shape != state[k].shape]
-    if missing or unexpected or wrong:
-        raise ValueError(f"the weights in {path} do not fit a {type(net).__name__}: " + '; '.join(
-            f"{what} {keys[:3]}{' ...' if len(keys) > 3 else ''}" for what, keys in
-            (('missing', missing), ('unexpected', unexpected), ('different shape', wrong)) if keys))
+    differ = _mismatch({k: v.shape for k, v in ours.items()}, {k: v.shape for k, v in state.items()})
+    if differ: raise ValueError(f"the weights in {path} do not fit a {type(net).__name__}: {differ}")
+    bad = _non_finite(state)
+    if bad: raise ValueError(f"the weights in {path} hold NaN or infinite values ({bad}): the training that wrote them diverged")
     net.load_state_dict(state)
+
+def _is_safetensors(path: Path) -> bool:
+    "Whether the file at `path` starts like a safetensors file (8 bytes of header length, then a JSON header), whatever its name."
+    with open(path, 'rb') as f: head = f.read(9)
+    return len(head) == 9 and head[8:] == b'{' and int.from_bytes(head[:8], 'little') < path.stat().st_size
 
 def _read_pth(path: Path) -> dict:
     "The model weights in a fastai/PyTorch `.pth` file, read without unpickling code."
@@ -360,19 +412,57 @@ def read_checkpoint_info(path) -> dict:
     if 'colorcourse' not in meta:
         raise ValueError(f"{path} holds weights but no colorcourse metadata (it was not written by save_checkpoint); "
                          f"load it into a model you build: load_checkpoint(path, model=...)")
-    return json.loads(meta['colorcourse'])
+    try: info = json.loads(meta['colorcourse'])
+    except (ValueError, RecursionError) as e: raise ValueError(f"{path} has malformed colorcourse metadata: not JSON ({e})") from e
+    if not isinstance(info, dict): raise ValueError(f"{path} has malformed colorcourse metadata: a {type(info).__name__}, not an object")
+    _check_config(info, path)
+    _checked_size(info.get('size'), f"{path} has malformed colorcourse metadata: its size")
+    return info
+
+def _check_config(config: dict, path: Path, depth: int = 0):
+    "Check an `arch_config` read from a file: a known architecture, and arguments that are JSON values or nested configs, 8 levels at most."
+    bad = lambda why: ValueError(f"{path} has malformed colorcourse metadata: {why}")
+    if depth > 8: raise bad("its arguments nest more than 8 levels deep")
+    name, args = config.get('arch'), config.get('args', {})
+    if not isinstance(name, str): raise bad(f"the architecture is {name!r}, not a name")
+    if name not in ARCHITECTURES: _import_lessons()
+    if name not in ARCHITECTURES: raise ValueError(f"unknown architecture {name!r} in {path}; this colorcourse knows {', '.join(ARCHITECTURES)}")
+    if not isinstance(args, dict): raise bad(f"the arguments of {name} are a {type(args).__name__}, not an object")
+    todo = [(f'{name}.{k}', v, depth + 1) for k, v in args.items()]
+    while todo:
+        where, v, d = todo.pop()
+        if d > 8: raise bad("its arguments nest more than 8 levels deep")
+        if isinstance(v, dict) and 'arch' in v: _check_config(v, path, d)
+        elif isinstance(v, list): todo += [(f'{where}[{i}]', x, d + 1) for i, x in enumerate(v)]
+        elif isinstance(v, float) and not np.isfinite(v): raise bad(f"{where} is {v}")
+        elif isinstance(v, int) and not isinstance(v, bool) and abs(v) > 2 ** 16: raise bad(f"{where}={v} is out of any sane range")
+        elif not (v is None or isinstance(v, (bool, int, float, str))): raise bad(f"{where} is a {type(v).__name__}")
+
+def _file_shapes(path: Path) -> dict:
+    "`{name: shape}` of the tensors in a safetensors file, from its header: no weights are read."
+    from safetensors import safe_open
+    with safe_open(str(path), 'pt') as f: return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+
+def _build_checked(info: dict, path: Path) -> nn.Module:
+    "The model `info` describes, built only after a build on PyTorch's meta device (no memory) showed that it fits the file's weights."
+    probe, shapes = build_from_config(info, device='meta'), _file_shapes(path)
+    if any(k.startswith('generator.') for k in shapes) and not any(k.startswith('generator.') for k in probe.state_dict()):
+        shapes = {k[len('generator.'):]: s for k, s in shapes.items() if k.startswith('generator.')}
+    differ = _mismatch({k: v.shape for k, v in probe.state_dict().items()}, shapes)
+    if differ: raise ValueError(f"the weights in {path} do not fit the {info['arch']} its metadata describes: {differ}")
+    return build_from_config(info)
 
 def load_checkpoint(path, device='cpu', model: Optional[nn.Module] = None) -> nn.Module:
     "Rebuild the model in a `save_checkpoint` file (or load a `.pth`/foreign file into `model`), in eval mode on `device`."
     path = Path(path).expanduser()
     if not path.is_file(): raise FileNotFoundError(f"no checkpoint file at {path}" + (' (it is a folder)' if path.is_dir() else ''))
-    if path.suffix in ('.pth', '.pt') or (model is not None and path.suffix != '.safetensors'):
+    if not _is_safetensors(path) and (path.suffix in ('.pth', '.pt') or model is not None):   # by content: `train --out model.pth` wrote safetensors
         if model is None: raise ValueError(f"{path} is a PyTorch/fastai weights file: it holds no architecture, so pass "
                                            f"the model to load it into, e.g. load_checkpoint(path, model=UnetGenerator(...))")
         net, state, info = network_of(model), _read_pth(path), {}
     else:
         info = read_checkpoint_info(path) if model is None else {}
-        net = network_of(model) if model is not None else build_from_config(info)
+        net = network_of(model) if model is not None else _build_checked(info, path)
         try: state = load_file(str(path))
         except (SafetensorError, OSError) as e: raise ValueError(f"{path}: cannot read the weights ({e}); is the file complete?") from e
     _load_state(net, state, path)

@@ -32,7 +32,7 @@ def test_wheel_metadata_leaves_torch_to_fastai(wheel):
     assert any(r.startswith('fastai') for r in reqs)
     assert not any(r.split('>')[0].split('=')[0].split('<')[0].strip() in ('torch', 'torchvision') for r in reqs), reqs
     entry_points = zf.read(next(n for n in zf.namelist() if n.endswith('entry_points.txt'))).decode()
-    assert 'colorcourse = colorcourse.command:main' in entry_points
+    assert 'colorcourse = colorcourse.cli:main' in entry_points
 
 
 def test_fresh_venv_gets_a_working_command(wheel, tmp_path):
