@@ -8,7 +8,7 @@ Docs: https://colorcourse.github.io/colorcourse/dcgan.html.md"""
 __all__ = ['GAN_LOSSES', 'GAN_STATS', 'check_gan_loss', 'adversarial_loss', 'generator_loss', 'judged_real',
            'discriminator_targets', 'init_gan_weights', 'DCGANDiscriminator', 'ImagePool', 'ConditionalGAN',
            'generator_params', 'gan_adam', 'check_discriminator', 'ConditionalGANTrainer', 'GANStat', 'gan_metrics',
-           'ConditionalGANLearner', 'gan_learner']
+           'ConditionalGANLearner', 'gan_learner', 'dcgan_recipe_learner']
 
 # %% ../nbs/07_dcgan.ipynb #64492994
 from contextlib import nullcontext
@@ -26,8 +26,9 @@ from fastai.metrics import Metric
 from fastai.optimizer import Adam
 from fastai.torch_core import params
 import fastai.callback.fp16, fastai.callback.progress  # to_fp16 and progress bars on every Learner
-from .unet import check_norm, conv_layer, norm_layer, retune_spectral_norm
-from .training import ShapeCheck, add_fast_path, check_output_shape, records_args, reference_batch
+from .unet import UnetGenerator, check_norm, conv_layer, max_n_down, norm_layer, retune_spectral_norm
+from .training import (Recipe, ShapeCheck, add_fast_path, check_output_shape, constant_rate, records_args, reference_batch,
+                                  register_recipe)
 from .metrics import colorization_metrics
 
 # %% ../nbs/07_dcgan.ipynb #a4d1f0f1
@@ -312,3 +313,15 @@ def gan_learner(dls, generator: nn.Module, discriminator: nn.Module, gan_loss: s
                                   metrics=gan_metrics() + colorization_metrics() if metrics is None else metrics,
                                   cbs=[ShapeCheck(), trainer, *listify(cbs)], **kwargs)
     return add_fast_path(learn, fast)
+
+# %% ../nbs/07_dcgan.ipynb #08a19dca
+def dcgan_recipe_learner(dls, nf: int = 64, lr: float = 2e-4, generator: Optional[nn.Module] = None,
+                         discriminator: Optional[nn.Module] = None, **kwargs) -> ConditionalGANLearner:
+    "This lesson's recipe as a Learner: lesson 06's U-Net against a `DCGANDiscriminator`, adversarial + 100·L1, Adam (β₁ 0.5) for both."
+    size = getattr(dls, 'size', None) or reference_batch(dls, 1)[0].shape[-1]
+    G = UnetGenerator(1, 2, min(8, max_n_down(size)), nf) if generator is None else generator
+    D = DCGANDiscriminator(3, size, nf) if discriminator is None else discriminator
+    return gan_learner(dls, G, D, lr=lr, **kwargs)
+
+register_recipe(Recipe('dcgan', '07_dcgan', 'U-Net against a DCGAN discriminator, adversarial + 100·L1, constant rate',
+                       dcgan_recipe_learner, constant_rate, 2e-4))

@@ -7,7 +7,8 @@ Docs: https://colorcourse.github.io/colorcourse/pix2pix.html.md"""
 # %% auto #0
 __all__ = ['PatchDiscriminator', 'conv_receptive_field', 'patch_layers', 'receptive_field', 'patch_map_size',
            'measured_patch_field', 'PixelDiscriminator', 'pix2pix_schedule', 'Pix2PixSchedule', 'fit_pix2pix',
-           'pix2pix_generator', 'pix2pix_learner', 'pretrain_generator', 'RGBColorizer', 'RGBL1Loss']
+           'pix2pix_generator', 'pix2pix_learner', 'pretrain_generator', 'pix2pix_recipe_learner', 'RGBColorizer',
+           'RGBL1Loss']
 
 # %% ../nbs/08_pix2pix.ipynb #99df6b45
 from typing import Optional
@@ -19,7 +20,7 @@ from fastai.callback.schedule import combine_scheds, SchedLin, SchedNo
 from .unet import UnetGenerator, check_norm, conv_layer, norm_layer, max_n_down
 from .gan import gan_adam, gan_learner, init_gan_weights
 from .lab import L_SCALE, AB_SCALE, lab_decode, rgb_to_lab
-from .training import colorization_learner, records_args, reference_batch
+from .training import Recipe, colorization_learner, records_args, reference_batch, register_recipe
 
 # %% ../nbs/08_pix2pix.ipynb #20e8a008
 @records_args
@@ -170,6 +171,16 @@ def pretrain_generator(dls, generator: nn.Module, epochs: int, lr: float = 2e-4,
     learn = colorization_learner(dls, generator, opt_func=gan_adam(), lr=lr, **kwargs)
     with learn.no_bar(), learn.no_logging(): fit_pix2pix(learn, epochs)
     return learn
+
+# %% ../nbs/08_pix2pix.ipynb #afba9d45
+def pix2pix_recipe_learner(dls, nf: int = 64, lr: float = 2e-4, generator: Optional[nn.Module] = None,
+                           discriminator: Optional[nn.Module] = None, **kwargs):
+    "This lesson's recipe as a Learner: `pix2pix_learner`'s U-Net (or `generator`) against a 70×70 PatchGAN (or `discriminator`)."
+    if generator is None: return pix2pix_learner(dls, discriminator=discriminator, nf=nf, lr=lr, **kwargs)
+    return gan_learner(dls, generator, PatchDiscriminator(3, nf) if discriminator is None else discriminator, lr=lr, **kwargs)
+
+register_recipe(Recipe('pix2pix', '08_pix2pix', "pix2pix's U-Net against a 70×70 PatchGAN, adversarial + 100·L1, constant rate then linear decay",
+                       pix2pix_recipe_learner, fit_pix2pix, 2e-4))
 
 # %% ../nbs/08_pix2pix.ipynb #bbfb53d1
 @records_args

@@ -6,7 +6,7 @@ Docs: https://colorcourse.github.io/colorcourse/resnet.html.md"""
 
 # %% auto #0
 __all__ = ['INITS', 'RESNET_ARCHS', 'resnet_block_layers', 'ResnetBlock', 'resnet_up_conv', 'ResnetGenerator', 'init_weights',
-           'resnet_encoder', 'resnet_unet']
+           'resnet_encoder', 'resnet_unet', 'resnet_recipe_learner']
 
 # %% ../nbs/09_resnet.ipynb #c9cbd161
 import warnings
@@ -14,8 +14,10 @@ from typing import Optional
 import torch
 import torch.nn as nn
 from torch.nn.utils import parametrize
-from .training import records_args
+from .training import Recipe, records_args, register_recipe
 from .unet import check_norm, conv_layer, norm_layer, retune_spectral_norm
+from .gan import gan_learner
+from .pix2pix import PatchDiscriminator, fit_pix2pix
 
 # %% ../nbs/09_resnet.ipynb #b0f3ba44
 def resnet_block_layers(ch: int, norm: str = 'batch', dropout: bool = False) -> nn.Sequential:
@@ -115,3 +117,13 @@ def resnet_unet(arch: str = 'resnet18', pretrained: bool = True, size: int = 64,
     model = DynamicUnet(body, n_out, (size, size), y_range=(-1, 1), **kwargs)
     model.pretrained = loaded
     return model
+
+# %% ../nbs/09_resnet.ipynb #e7ff0250
+def resnet_recipe_learner(dls, nf: int = 64, lr: float = 2e-4, generator: Optional[nn.Module] = None,
+                          discriminator: Optional[nn.Module] = None, **kwargs):
+    "This lesson's GAN recipe as a Learner: a 6-block `ResnetGenerator` with N(0, 0.02) weights (or `generator`) against a 70×70 PatchGAN."
+    G = init_weights(ResnetGenerator(nf=nf, n_blocks=6), 'normal', 0.02) if generator is None else generator
+    return gan_learner(dls, G, PatchDiscriminator(3, nf) if discriminator is None else discriminator, lr=lr, **kwargs)
+
+register_recipe(Recipe('resnet', '09_resnet', "a 6-block ResNet generator against a 70×70 PatchGAN, adversarial + 100·L1, pix2pix's schedule",
+                       resnet_recipe_learner, fit_pix2pix, 2e-4))

@@ -163,3 +163,20 @@ def test_demo_colorizes_and_beats_gray(console_script, tmp_path):
     assert Image.open(tmp_path / 'colorcourse-demo' / 'demo_grid.png').size[0] > 200
     again = subprocess.run([str(console_script), 'demo'], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     one_line_error(again, 'exists', '--force')
+
+
+def test_train_runs_the_lessons_recipe_objects(tmp_path, monkeypatch):
+    "`colorcourse train --model dcgan` trains lesson 07's recipe (a plain U-Net against a DCGAN discriminator, constant rate), from RECIPES."
+    from colorcourse import cli
+    import colorcourse.inference   # lesson 12 imports every lesson, and each registers its recipes
+    from colorcourse.data import colorization_dls
+    from colorcourse.training import RECIPES, constant_rate
+    recipe = RECIPES['dcgan']
+    assert (recipe.lesson, recipe.fit_schedule, recipe.lr) == ('07_dcgan', constant_rate, 2e-4)
+    assert set(cli.MODELS) <= set(RECIPES)
+    seen = []
+    monkeypatch.setattr(recipe, 'fit_schedule', lambda learn, epochs, lr: seen.append(
+        (learn.model.generator.arch_name, learn.model.discriminator.arch_name, epochs, lr)))
+    dls = colorization_dls('sample', size=32, bs=4, epoch_len=8, valid_pct=0.3, progress=False)
+    cli.train_and_save('dcgan', dls, 2, tmp_path / 'd.safetensors', nf=4, quiet=True)
+    assert seen == [('UnetGenerator', 'DCGANDiscriminator', 2, 2e-4)]
