@@ -6,7 +6,8 @@ Docs: https://colorcourse.github.io/colorcourse/dcgan.html.md"""
 
 # %% auto #0
 __all__ = ['GAN_LOSSES', 'GAN_STATS', 'check_gan_loss', 'adversarial_loss', 'generator_loss', 'judged_real',
-           'discriminator_targets', 'init_gan_weights', 'DCGANDiscriminator', 'ImagePool', 'ConditionalGAN',
+           'discriminator_targets', 'init_gan_weights', 'DCGANDiscriminator', 'ImagePool', 'amp_context',
+           'scaled_backward_step', 'discriminator_step', 'generator_adversarial_loss', 'gan_step', 'ConditionalGAN',
            'generator_params', 'gan_adam', 'check_discriminator', 'ConditionalGANTrainer', 'GANStat', 'gan_metrics',
            'ConditionalGANLearner', 'gan_learner', 'dcgan_recipe_learner']
 
@@ -127,6 +128,48 @@ class ImagePool:
             else: out.append(img)
         return torch.stack(out)
 
+# %% ../nbs/07_dcgan.ipynb #4940be05
+def amp_context(amp=None):
+    "Autocast as `amp` = (device type, dtype) says, e.g. ('cuda', torch.bfloat16); no autocast (float32) for None."
+    return torch.autocast(amp[0], dtype=amp[1]) if amp else nullcontext()
+
+def scaled_backward_step(loss: torch.Tensor, opt, scaler: Optional[torch.amp.GradScaler] = None):
+    "Backward pass of `loss` and `opt`'s step; through `scaler` if it is on (float16): scaled loss, unscaled step, skipped on inf/NaN."
+    if scaler is None or not scaler.is_enabled(): loss.backward(); opt.step(); return
+    scaler.scale(loss).backward()
+    scaler.step(opt)
+    scaler.update()
+
+def discriminator_step(D: nn.Module, opt_d, real: torch.Tensor, fake: torch.Tensor, gan_loss: str = 'vanilla', targets=None,
+                       amp=None, scaler=None) -> tuple:
+    "D's half of a step on real and (detached) fake pairs, answers `targets(pairs, is_real)` (default 1 and 0); its loss and logits, detached."
+    with amp_context(amp): real_logits, fake_logits = D(real), D(fake)
+    answer = targets or (lambda pairs, is_real: 1. if is_real else 0.)
+    loss = 0.5 * (adversarial_loss(real_logits, answer(real, True), gan_loss) +
+                  adversarial_loss(fake_logits, answer(fake, False), gan_loss))
+    scaled_backward_step(loss, opt_d, scaler)
+    for p in D.parameters(): p.grad = None      # spent: nothing of D's step may reach G's
+    return loss.detach(), real_logits.detach(), fake_logits.detach()
+
+def generator_adversarial_loss(D: nn.Module, L: torch.Tensor, fake: torch.Tensor, gan_loss: str = 'vanilla', amp=None) -> torch.Tensor:
+    "G's half: the adversarial loss of the fakes as D (frozen: G's backward pass leaves no gradients in it) judges the pairs (L, fake)."
+    D.requires_grad_(False)
+    try:
+        with amp_context(amp): logits = D(torch.cat([L, fake], 1))
+    finally: D.requires_grad_(True)
+    return generator_loss(logits, gan_loss)
+
+def gan_step(G: nn.Module, D: nn.Module, opt_g, opt_d, L: torch.Tensor, ab: torch.Tensor, l1_weight: float = 100.,
+             gan_loss: str = 'vanilla', amp=None, scaler_g=None, scaler_d=None) -> tuple:
+    "One step of the conditional GAN: D's on real vs fake (L, ab) pairs, then G's on adversarial + `l1_weight` × L1; both losses."
+    with amp_context(amp): fake = G(L)
+    d_loss, _, _ = discriminator_step(D, opt_d, torch.cat([L, ab], 1), torch.cat([L, fake.detach()], 1), gan_loss, amp=amp,
+                                      scaler=scaler_d)
+    g_loss = generator_adversarial_loss(D, L, fake, gan_loss, amp) + l1_weight * F.l1_loss(fake.float(), ab)
+    opt_g.zero_grad()
+    scaled_backward_step(g_loss, opt_g, scaler_g)
+    return d_loss, g_loss.detach()
+
 # %% ../nbs/07_dcgan.ipynb #e42b8329
 class ConditionalGAN(nn.Module):
     "A generator (L -> ab) and a discriminator of (L, ab) pairs as one module; calling it runs the generator."
@@ -208,7 +251,7 @@ class ConditionalGANTrainer(Callback):
 
     def autocast(self):
         "A context that runs D as mixed precision runs G (or a no-op)."
-        return torch.autocast(self.amp[0], dtype=self.amp[1]) if self.amp else nullcontext()
+        return amp_context(self.amp)
 
     def d_grad_scaler(self) -> torch.amp.GradScaler:
         "D's own gradient scaler, enabled when the Learner's is (float16 mixed precision)."
@@ -221,16 +264,9 @@ class ConditionalGANTrainer(Callback):
 # %% ../nbs/07_dcgan.ipynb #6d58f56b
 @patch
 def d_step(self: ConditionalGANTrainer, real: torch.Tensor, fake: torch.Tensor) -> tuple:
-    "One step of D on real and fake (L, ab) pairs; returns its loss and its logits for both, detached."
-    D, scaler = self.model.discriminator, self.d_grad_scaler()
-    with self.autocast(): real_logits, fake_logits = D(real), D(fake)
+    "One step of D on real and fake (L, ab) pairs (`discriminator_step`, with the label tricks); its loss and its logits for both, detached."
     answers = lambda x, is_real: discriminator_targets(len(x), is_real, self.smooth, self.noisy, self.flip_prob, x.device)
-    loss = 0.5 * (adversarial_loss(real_logits, answers(real, True), self.gan_loss) +
-                  adversarial_loss(fake_logits, answers(fake, False), self.gan_loss))
-    scaler.scale(loss).backward()
-    scaler.step(self.d_opt); scaler.update()
-    for p in D.parameters(): p.grad = None
-    return loss.detach(), real_logits.detach(), fake_logits.detach()
+    return discriminator_step(self.model.discriminator, self.d_opt, real, fake, self.gan_loss, answers, self.amp, self.d_grad_scaler())
 
 @patch
 def after_loss(self: ConditionalGANTrainer):
@@ -239,12 +275,7 @@ def after_loss(self: ConditionalGANTrainer):
     L, ab, fake = self.xb[0], self.yb[0], self.pred
     real_pairs, fake_pairs = torch.cat([L, ab], 1), self.pool.query(torch.cat([L, fake.detach()], 1))
     for _ in range(self.d_steps): d_loss, real_logits, fake_logits = self.d_step(real_pairs, fake_pairs)
-    D = self.model.discriminator
-    D.requires_grad_(False)                     # G's backward pass must leave no gradients in D
-    try:
-        with self.autocast(): logits = D(torch.cat([L, fake], 1))
-    finally: D.requires_grad_(True)
-    g_adv = generator_loss(logits, self.gan_loss)
+    g_adv = generator_adversarial_loss(self.model.discriminator, L, fake, self.gan_loss, self.amp)
     self.learn.loss_grad = g_adv + self.l1_weight * self.loss_grad
     stats = dict(g_adv=g_adv.detach(), d_loss=d_loss, d_acc_real=judged_real(real_logits, self.gan_loss).float().mean(),
                  d_acc_fake=(~judged_real(fake_logits, self.gan_loss)).float().mean())

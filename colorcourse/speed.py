@@ -6,11 +6,11 @@ Docs: https://colorcourse.github.io/colorcourse/speed.html.md"""
 
 # %% auto #0
 __all__ = ['PEAK_TFLOPS', 'PEAK_TFLOPS_OVERRIDE', 'BENCH_MODELS', 'GOALS', 'layer_flops', 'forward_flops', 'counted_flops',
-           'amp_dtype', 'precision_name', 'autocast', 'grad_scaler', 'scaled_step', 'gan_step', 'l1_step',
-           'pix2pix_pair', 'peak_tflops', 'sync_for', 'time_it', 'layout_speed', 'bench_model', 'make_train_step',
-           'train_speed', 'compile_check', 'UsualLabDataset', 'end_to_end', 'compile_networks', 'default_bs',
-           'bench_settings', 'bench_train', 'bench_layouts', 'bench_compile', 'bench_summary', 'bench_goals',
-           'run_bench', 'bench_options', 'bench_command', 'bench_table', 'plot_bench']
+           'amp_dtype', 'precision_name', 'autocast', 'grad_scaler', 'scaled_step', 'amp_of', 'l1_step', 'pix2pix_pair',
+           'peak_tflops', 'sync_for', 'time_it', 'layout_speed', 'bench_model', 'make_train_step', 'train_speed',
+           'compile_check', 'UsualLabDataset', 'end_to_end', 'compile_networks', 'default_bs', 'bench_settings',
+           'bench_train', 'bench_layouts', 'bench_compile', 'bench_summary', 'bench_goals', 'run_bench',
+           'bench_options', 'bench_command', 'bench_table', 'plot_bench']
 
 # %% ../nbs/13_speed.ipynb #176a66f4
 import argparse, json, math, os, platform, re, time
@@ -25,7 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from .core import default_device, device_summary, seed_everything
 from .data import benchmark_pipeline, colorization_dls, load_square, resolve_source
 from .lab import benchmark_lab
-from .gan import adversarial_loss, generator_loss
+from .gan import gan_step, scaled_backward_step
 from .cnn import ColorCNN
 from .resnet import ResnetGenerator
 from .pix2pix import PatchDiscriminator, pix2pix_generator
@@ -81,28 +81,13 @@ def grad_scaler(device, dtype: Optional[torch.dtype]) -> torch.amp.GradScaler:
 def scaled_step(loss: torch.Tensor, opt: torch.optim.Optimizer, scaler: Optional[torch.amp.GradScaler] = None):
     "Backward pass and optimiser step; with a scaler: scale the loss, unscale the gradients, skip the step on inf/NaN, update the scale."
     opt.zero_grad(set_to_none=True)
-    if scaler is None or not scaler.is_enabled(): loss.backward(); opt.step(); return
-    scaler.scale(loss).backward()
-    scaler.step(opt)
-    scaler.update()
+    scaled_backward_step(loss, opt, scaler)   # lesson 07's: the same for the GAN's two optimisers
+
+def amp_of(device, dtype: Optional[torch.dtype]):
+    "Lesson 07's autocast setting `amp` for `device` in `dtype`: (device type, dtype), or None for float32."
+    return (torch.device(device).type, dtype) if dtype is not None else None
 
 # %% ../nbs/13_speed.ipynb #f3b71fcb
-def gan_step(G: nn.Module, D: nn.Module, opt_g, opt_d, L: torch.Tensor, ab: torch.Tensor, dtype: Optional[torch.dtype] = None,
-             scaler_g=None, scaler_d=None, l1_weight: float = 100., gan_loss: str = 'vanilla') -> tuple:
-    "One pix2pix step as lesson 07 takes it (D on real vs fake pairs, then G on adversarial + λ·L1), under autocast `dtype`; returns both losses."
-    with autocast(L.device, dtype): fake = G(L)
-    real_pairs, fake_pairs = torch.cat([L, ab], 1), torch.cat([L, fake.detach()], 1)
-    with autocast(L.device, dtype): real_logits, fake_logits = D(real_pairs), D(fake_pairs)
-    d_loss = 0.5 * (adversarial_loss(real_logits, 1., gan_loss) + adversarial_loss(fake_logits, 0., gan_loss))
-    scaled_step(d_loss, opt_d, scaler_d)
-    D.requires_grad_(False)                     # G's backward pass goes through D but leaves it untouched
-    try:
-        with autocast(L.device, dtype): logits = D(torch.cat([L, fake], 1))
-    finally: D.requires_grad_(True)
-    g_loss = generator_loss(logits, gan_loss) + l1_weight * F.l1_loss(fake.float(), ab)
-    scaled_step(g_loss, opt_g, scaler_g)
-    return d_loss.detach(), g_loss.detach()
-
 def l1_step(G: nn.Module, opt, L: torch.Tensor, ab: torch.Tensor, dtype: Optional[torch.dtype] = None, scaler=None) -> torch.Tensor:
     "One step of a generator trained with L1 alone (lessons 05, 06, 09), under autocast `dtype`; returns the loss."
     with autocast(L.device, dtype): pred = G(L)
@@ -176,13 +161,13 @@ def bench_model(name: str, size: int, nf: int = 64, device='cpu', norm: str = 'b
     return G.to(device), (D.to(device) if D is not None else None)
 
 def make_train_step(G: nn.Module, D: Optional[nn.Module], L: torch.Tensor, ab: torch.Tensor, dtype=None) -> Callable:
-    "A function that takes one training step of `G` (and `D`) on `(L, ab)`: the pix2pix step if there is a D, else L1; Adam, scalers per `dtype`."
+    "A function that takes one training step of `G` (and `D`) on `(L, ab)`: lesson 07's `gan_step` if there is a D, else L1; Adam, scalers per `dtype`."
     fused = L.device.type == 'cuda'
     adam = lambda m: torch.optim.Adam(m.parameters(), lr=2e-4, betas=(0.5, 0.999), fused=fused)
     opt_g, scaler_g = adam(G), grad_scaler(L.device, dtype)
     if D is None: return lambda: l1_step(G, opt_g, L, ab, dtype, scaler_g)
     opt_d, scaler_d = adam(D), grad_scaler(L.device, dtype)
-    return lambda: gan_step(G, D, opt_g, opt_d, L, ab, dtype, scaler_g, scaler_d)
+    return lambda: gan_step(G, D, opt_g, opt_d, L, ab, amp=amp_of(L.device, dtype), scaler_g=scaler_g, scaler_d=scaler_d)
 
 # %% ../nbs/13_speed.ipynb #3053a70f
 def train_speed(model: str = 'pix2pix', size: int = 64, bs: int = 16, amp: bool = False, channels_last: bool = False,
@@ -272,7 +257,8 @@ def end_to_end(source='sample', size: int = 64, bs: int = 16, steps: int = 10, w
         sg, sd, it = grad_scaler(device, dtype), grad_scaler(device, dtype), _batches(dl)
         def step():
             L, ab = next(it)
-            gan_step(G, D, opt_g, opt_d, L.to(device, non_blocking=True), ab.to(device, non_blocking=True), dtype, sg, sd)
+            gan_step(G, D, opt_g, opt_d, L.to(device, non_blocking=True), ab.to(device, non_blocking=True), amp=amp_of(device, dtype),
+                     scaler_g=sg, scaler_d=sd)
         res[f'{name}_img_s'] = round(bs / time_it(step, steps, warmup, device), 1)
     res['speedup'] = round(res['fast_img_s'] / res['usual_img_s'], 2)
     return res

@@ -6,7 +6,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from colorcourse.speed import (autocast, bench_command, bench_options, counted_flops, forward_flops, gan_step,
+from colorcourse.gan import gan_step
+from colorcourse.speed import (autocast, bench_command, bench_options, counted_flops, forward_flops,
                                grad_scaler, l1_step, pix2pix_pair, run_bench, train_speed)
 
 TINY = dict(sizes=[32], models=['pix2pix', 'cnn', 'resnet'], bs=2, steps=1, nf=8, quick=True, compile=False)
@@ -66,7 +67,7 @@ def _step(scaled: bool, inf_in_d: bool = False):
     scalers = [torch.amp.GradScaler('cpu', init_scale=2.**10) if scaled else None for _ in range(2)]
     before = [p.detach().clone() for p in [*G.parameters(), *D.parameters()]]
     h = next(D.parameters()).register_hook(lambda g: torch.full_like(g, float('inf'))) if inf_in_d else None
-    gan_step(G, D, opt_g, opt_d, L, ab, None, *scalers)
+    gan_step(G, D, opt_g, opt_d, L, ab, scaler_g=scalers[0], scaler_d=scalers[1])
     if h is not None: h.remove()
     return G, D, before, scalers
 
