@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.basics import listify
-from .core import seed_everything
+from .core import evaluating, seed_everything
 from .lab import AB_SCALE, lab_to_rgb
 from .training import RECIPES, Recipe, colorization_learner, one_cycle, records_args, register_recipe
 
@@ -35,15 +35,15 @@ def plain_cnn(nf: int = 32, depth: int = 6) -> nn.Sequential:
     return nn.Sequential(*conv_relu_stack(1, nf, depth - 1), nn.Conv2d(nf, 2, 3, padding=1), nn.Tanh())
 
 # %% ../nbs/05_cnn.ipynb #738e614b
-def measured_receptive_field(model: nn.Module, size: int = 64) -> int:
-    "The side of the input region that influences the centre output pixel, measured by backpropagation (eval mode)."
+def measured_receptive_field(model: nn.Module, size: int = 64, in_ch: Optional[int] = None) -> int:
+    "The side of the input region that the centre output (pixel, or logit of a map) depends on, measured by backpropagation (eval mode)."
     param = next(model.parameters())
-    x = torch.randn(1, 1, size, size, device=param.device, requires_grad=True)
-    was_training = model.training
-    model.eval()
-    try: model(x)[0, :, size // 2, size // 2].sum().backward()
-    finally: model.train(was_training)
-    touched = x.grad[0, 0] != 0
+    in_ch = getattr(model, 'in_ch', 1) if in_ch is None else in_ch
+    x = torch.randn(1, in_ch, size, size, device=param.device, requires_grad=True)
+    with evaluating(model, grad=True):
+        out = model(x)
+        out[0, :, out.shape[-2] // 2, out.shape[-1] // 2].sum().backward()
+    touched = (x.grad[0] != 0).any(0)
     rows, cols = touched.any(1).nonzero(), touched.any(0).nonzero()
     return int(max(rows.max() - rows.min(), cols.max() - cols.min())) + 1
 

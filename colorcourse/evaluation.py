@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 from fastcore.basics import patch
 from fastai.learner import Learner
-from .core import image_array, show_comparison
+from .core import evaluating, image_array, show_comparison
 from .lab import lab_decode
 from .gan import ConditionalGAN
 from .training import ConstantColor, mean_ab, reference_batch, score_models, load_checkpoint, network_of
@@ -31,11 +31,7 @@ def predict_batch(model: nn.Module, L: torch.Tensor) -> torch.Tensor:
     "A colorizer's ab for the L batch `L`, in evaluation mode, without gradients, clamped to [-1, 1]; the model's mode is kept."
     p = next(model.parameters(), None)
     if p is not None and p.device != L.device: model.to(L.device)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(): return model(L).float().clamp(-1, 1)
-    finally: model.train(was_training)
+    with evaluating(model): return model(L).float().clamp(-1, 1)
 
 # %% ../nbs/11_evaluation.ipynb #605210f2
 BASELINES = ('gray', 'mean colour')

@@ -30,7 +30,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 import fastai.callback.schedule, fastai.callback.fp16, fastai.callback.progress  # fit_one_cycle, lr_find, to_fp16, progress bars
 from . import __version__
-from .core import show_images
+from .core import evaluating, show_images
 from .lab import lab_decode
 from .metrics import colorization_metrics
 
@@ -98,11 +98,7 @@ def check_output_shape(model: nn.Module, dls):
     L, ab = reference_batch(dls, 2)
     param = next(model.parameters(), None)
     device = param.device if param is not None else L.device
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(): out = model(L.to(device))
-    finally: model.train(was_training)
+    with evaluating(model): out = model(L.to(device))
     if not isinstance(out, torch.Tensor) or out.shape != ab.shape:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ValueError(f"the model maps L of shape {tuple(L.shape)} to {got}, but the targets (ab) have shape "
@@ -143,11 +139,7 @@ class ShowGrid(Callback):
 
     def predict(self) -> torch.Tensor:
         "The model's ab for the fixed images, in evaluation mode."
-        was_training = self.model.training
-        self.model.eval()
-        with torch.no_grad(): ab = self.model(self.L).float().clamp(-1, 1)
-        self.model.train(was_training)
-        return ab
+        with evaluating(self.model): return self.model(self.L).float().clamp(-1, 1)
 
     def after_epoch(self):
         epoch = self.epoch + 1
