@@ -6,10 +6,12 @@ Docs: https://colorcourse.github.io/colorcourse/core.html.md"""
 
 # %% auto #0
 __all__ = ['default_device', 'device_summary', 'seed_everything', 'is_smoke', 'config_overrides', 'course_config', 'evaluating',
-           'image_array', 'show_images', 'show_comparison']
+           'image_array', 'show_images', 'show_comparison', 'sync_for', 'time_it', 'check_writable_folder']
 
 # %% ../nbs/00_core.ipynb #92cd5f6d
-import os, random, json
+import os, random, json, tempfile, time
+from pathlib import Path
+from typing import Callable
 from contextlib import contextmanager, nullcontext
 import numpy as np
 import torch
@@ -153,3 +155,37 @@ def show_comparison(gray, *preds_and_truth, titles=None, n: int = 4, **kwargs):
     if len(set(lengths)) != 1: raise ValueError(f"every column needs the same number of images; got {lengths}")
     rows = [[c[i] for c in cols] for i in range(min(n, lengths[0]))]
     return show_images(rows, col_titles=titles, **kwargs)
+
+# %% ../nbs/00_core.ipynb #37ee9267
+def sync_for(device) -> Callable:
+    "A function that waits for `device` to finish its queued work (a no-op on the CPU)."
+    return torch.cuda.synchronize if torch.device(device).type == 'cuda' else (lambda: None)
+
+def time_it(fn: Callable, steps: int, warmup: int = 1, device='cpu', median: bool = False) -> float:
+    "Seconds per call of `fn()` after `warmup` calls, synchronised with `device`: the mean over `steps` calls, or (`median`) the median of each one timed."
+    sync = sync_for(device)
+    for _ in range(warmup): fn()
+    sync()
+    if median:
+        times = []
+        for _ in range(steps):
+            start = time.perf_counter(); fn(); sync(); times.append(time.perf_counter() - start)
+        return float(np.median(times))
+    start = time.perf_counter()
+    for _ in range(steps): fn()
+    sync()
+    return (time.perf_counter() - start) / steps
+
+# %% ../nbs/00_core.ipynb #658a09f8
+def check_writable_folder(folder, create: bool = True) -> Path:
+    "Make sure files can be written in `folder`, created if needed (`create=False`: only checked, in its nearest existing parent), else raise a `PermissionError` naming it."
+    folder = Path(folder).expanduser()
+    if folder.exists() and not folder.is_dir(): raise NotADirectoryError(f"not a folder: {folder}")
+    try:
+        if create: folder.mkdir(parents=True, exist_ok=True)
+        probe = next(p for p in (folder, *folder.parents) if p.exists())
+        if not probe.is_dir(): raise NotADirectoryError(None, f"{probe} is a file")
+        with tempfile.TemporaryFile(dir=probe): pass
+    except OSError as e: raise PermissionError(f"cannot write to the folder {folder} ({e.strerror or e})") from e
+    return folder
+

@@ -27,7 +27,7 @@ from fastcore.parallel import parallel
 from fastprogress.fastprogress import progress_bar
 from fastai.data.core import DataLoaders
 from fastai.data.load import DataLoader, SkipItemException
-from .core import default_device, show_images
+from .core import check_writable_folder, default_device, show_images
 from .lab import rgb_to_lab, lab_encode, lab_decode
 
 # %% ../nbs/02_data.ipynb #d0ed81a6
@@ -187,16 +187,6 @@ def _cache_path(folder: Path, files: list, side: int, min_spread: float) -> Path
         h.update(f"|{f.relative_to(folder)}|{st.st_size}|{st.st_mtime_ns}".encode())
     return folder / '.colorcourse-cache' / f"{side}px-{h.hexdigest()[:16]}.npy"
 
-# %% ../nbs/02_data.ipynb #b8970f72
-def _check_writable(folder: Path):
-    "Raise a clear error if the cache cannot be written in `folder`."
-    try:
-        folder.mkdir(exist_ok=True)
-        probe = folder / f'.probe-{os.getpid()}'
-        probe.write_bytes(b''); probe.unlink()
-    except OSError as e:
-        raise PermissionError(f"cannot write the image cache in {folder} ({e.strerror}); use cache='memory'") from e
-
 # %% ../nbs/02_data.ipynb #3f3339c5
 def cached_images(folder, side: int, min_spread: float = MIN_AB_SPREAD, progress: Optional[bool] = None) -> tuple:
     "`prepare_images` for a folder, stored in (or read back from) a memory-mapped file in the folder."
@@ -208,7 +198,8 @@ def cached_images(folder, side: int, min_spread: float = MIN_AB_SPREAD, progress
     if path.exists() and meta_path.exists():
         meta = json.loads(meta_path.read_text())
         return np.load(path, mmap_mode='r'), meta['names'], AttrDict(meta['counts'])
-    _check_writable(path.parent)
+    try: check_writable_folder(path.parent)
+    except OSError as e: raise PermissionError(f"cannot write the image cache in {path.parent} ({e}); use cache='memory'") from e
     array, names, counts = prepare_images(files, side, min_spread, progress)
     tmp_path = path.with_name(path.stem + f'.tmp-{os.getpid()}.npy')
     np.save(tmp_path, array); tmp_path.replace(path)

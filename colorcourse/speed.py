@@ -7,10 +7,10 @@ Docs: https://colorcourse.github.io/colorcourse/speed.html.md"""
 # %% auto #0
 __all__ = ['PEAK_TFLOPS', 'PEAK_TFLOPS_OVERRIDE', 'BENCH_MODELS', 'GOALS', 'layer_flops', 'forward_flops', 'counted_flops',
            'amp_dtype', 'precision_name', 'autocast', 'grad_scaler', 'scaled_step', 'amp_of', 'l1_step', 'pix2pix_pair',
-           'peak_tflops', 'sync_for', 'time_it', 'layout_speed', 'bench_model', 'make_train_step', 'train_speed',
-           'compile_check', 'UsualLabDataset', 'end_to_end', 'compile_networks', 'default_bs', 'bench_settings',
-           'bench_train', 'bench_layouts', 'bench_compile', 'bench_summary', 'bench_goals', 'run_bench',
-           'bench_options', 'bench_command', 'bench_table', 'plot_bench']
+           'peak_tflops', 'layout_speed', 'bench_model', 'make_train_step', 'train_speed', 'compile_check',
+           'UsualLabDataset', 'end_to_end', 'compile_networks', 'default_bs', 'bench_settings', 'bench_train',
+           'bench_layouts', 'bench_compile', 'bench_summary', 'bench_goals', 'run_bench', 'bench_options',
+           'bench_command', 'bench_table', 'plot_bench']
 
 # %% ../nbs/13_speed.ipynb #176a66f4
 import argparse, json, math, os, platform, re, time
@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
-from .core import default_device, device_summary, seed_everything
+from .core import default_device, device_summary, seed_everything, sync_for, time_it
 from .data import benchmark_pipeline, colorization_dls, load_square, resolve_source
 from .lab import benchmark_lab
 from .gan import gan_step, scaled_backward_step
@@ -125,19 +125,6 @@ def peak_tflops(device=None, dtype: Optional[torch.dtype] = None) -> Optional[fl
     return tf32 if tf32 is not None and torch.backends.cudnn.allow_tf32 else fp32
 
 # %% ../nbs/13_speed.ipynb #600e7614
-def sync_for(device) -> Callable:
-    "A function that waits for `device` to finish its queued work (a no-op on the CPU)."
-    return torch.cuda.synchronize if torch.device(device).type == 'cuda' else (lambda: None)
-
-def time_it(fn: Callable, steps: int, warmup: int = 1, device='cpu') -> float:
-    "Seconds per call of `fn()`: `warmup` calls (autotuning, compilation), then the mean of `steps` calls, synchronised."
-    sync = sync_for(device)
-    for _ in range(warmup): fn()
-    sync(); start = time.perf_counter()
-    for _ in range(steps): fn()
-    sync()
-    return (time.perf_counter() - start) / steps
-
 def layout_speed(layer: nn.Module, x: torch.Tensor, dtype: Optional[torch.dtype] = None, steps: int = 10) -> dict:
     "Milliseconds of one forward + backward pass of `layer` on `x`, in the default (NCHW) and the channels_last layout."
     res = {}

@@ -8,8 +8,8 @@ Docs: https://colorcourse.github.io/colorcourse/training.html.md"""
 __all__ = ['ARCHITECTURES', 'RECIPES', 'records_args', 'conv_bn_relu', 'simple_colorizer', 'reference_batch',
            'check_output_shape', 'ShapeCheck', 'add_fast_path', 'colorization_learner', 'ShowGrid', 'LossRecorder',
            'ConstantColor', 'mean_ab', 'train_view', 'score_models', 'arch_config', 'network_of', 'build_from_config',
-           'check_writable_folder', 'save_checkpoint', 'read_checkpoint_info', 'load_checkpoint', 'Recipe',
-           'register_recipe', 'one_cycle', 'constant_rate', 'simple_recipe_learner']
+           'save_checkpoint', 'read_checkpoint_info', 'load_checkpoint', 'Recipe', 'register_recipe', 'one_cycle',
+           'constant_rate', 'simple_recipe_learner']
 
 # %% ../nbs/04_training.ipynb #8f9dd5e1
 import functools, inspect, json, math, os, tempfile, warnings
@@ -30,7 +30,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 import fastai.callback.schedule, fastai.callback.fp16, fastai.callback.progress  # fit_one_cycle, lr_find, to_fp16, progress bars
 from . import __version__
-from .core import evaluating, show_images
+from .core import check_writable_folder, evaluating, show_images
 from .lab import lab_decode
 from .metrics import colorization_metrics
 
@@ -309,18 +309,6 @@ def _write_atomically(path: Path, write):
         raise OSError(f"cannot write {path}: {e.strerror or str(e).replace(tmp, str(path))}") from e
     finally:
         if os.path.exists(tmp): os.unlink(tmp)
-
-def check_writable_folder(folder, create: bool = True) -> Path:
-    "Make sure files can be written in `folder`, created if needed (`create=False`: only checked, in its nearest existing parent), else raise a `PermissionError` naming it."
-    folder = Path(folder).expanduser()
-    if folder.exists() and not folder.is_dir(): raise NotADirectoryError(f"not a folder: {folder}")
-    try:
-        if create: folder.mkdir(parents=True, exist_ok=True)
-        probe = next(p for p in (folder, *folder.parents) if p.exists())
-        if not probe.is_dir(): raise NotADirectoryError(None, f"{probe} is a file")
-        with tempfile.TemporaryFile(dir=probe): pass
-    except OSError as e: raise PermissionError(f"cannot write to the folder {folder} ({e.strerror or e})") from e
-    return folder
 
 def _missing_folders(folder: Path) -> list:
     "`folder` and those of its parents that do not exist yet, deepest first: what writing into `folder` would create."
