@@ -78,14 +78,23 @@ def _read_tiff(path: Path) -> Image.Image:
     return Image.fromarray(_scaled_to_uint8(arr)).convert('RGB')
 
 # %% ../nbs/02_data.ipynb #0524e610
-def open_image(path, min_side: int = 0) -> Image.Image:
-    "Open and fully decode an image file as 8-bit RGB, upright; a JPEG is decoded at reduced size when `min_side` allows."
-    path = Path(path)
+def open_image(image, min_side: int = 0, rgb: bool = True) -> Image.Image:
+    "A path or a PIL image, fully decoded and upright, as 8-bit RGB (`rgb=False`: in its own mode, alpha kept); a JPEG at reduced size when `min_side` allows."
+    if isinstance(image, Image.Image):
+        if 0 in image.size: raise ValueError(f"the image has no pixels ({image.width}x{image.height})")
+        img = ImageOps.exif_transpose(image)
+        return to_rgb(img) if rgb else img
+    if not isinstance(image, (str, os.PathLike)):
+        raise TypeError(f"an image is a photo's path or a PIL image, not a {type(image).__name__} (an array: Image.fromarray(a))")
+    path = Path(image).expanduser()
     if not path.is_file(): raise FileNotFoundError(f"no such image file: {path}")
     try:
         with Image.open(path) as img:
             if min_side and img.format == 'JPEG': img.draft('RGB', (min_side, min_side))
-            return to_rgb(ImageOps.exif_transpose(img))
+            img.load()
+            if 0 in img.size: raise ValueError(f"it has no pixels ({img.width}x{img.height})")
+            img = ImageOps.exif_transpose(img)
+            return to_rgb(img) if rgb else img
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         if path.suffix.lower() in ('.tif', '.tiff'):
             try: return _read_tiff(path)
@@ -103,7 +112,7 @@ def _fit_square(img: Image.Image, side: int) -> Image.Image:
 # %% ../nbs/02_data.ipynb #5cbab377
 def load_square(item, side: int) -> np.ndarray:
     "A file path or PIL image as its centred square resized to `side` pixels: a `(3,side,side)` uint8 array."
-    img = to_rgb(ImageOps.exif_transpose(item)) if isinstance(item, Image.Image) else open_image(item, side)
+    img = open_image(item, side)
     return np.ascontiguousarray(np.asarray(_fit_square(img, side)).transpose(2, 0, 1))
 
 # %% ../nbs/02_data.ipynb #14cf7c99
