@@ -27,7 +27,7 @@ from fastcore.parallel import parallel
 from fastprogress.fastprogress import progress_bar
 from fastai.data.core import DataLoaders
 from fastai.data.load import DataLoader, SkipItemException
-from .core import check_writable_folder, default_device, show_images
+from .core import check_writable_folder, default_device, show_images, time_it
 from .lab import rgb_to_lab, lab_encode, lab_decode
 
 # %% ../nbs/02_data.ipynb #d0ed81a6
@@ -521,15 +521,14 @@ def lesson_source(name: str):
 # %% ../nbs/02_data.ipynb #a4b765c7
 def pipeline_speed(dl, n_batches: int = 20) -> float:
     "Images per second a loader delivers (first batch excluded), synchronising the GPU if it is one."
-    sync = torch.cuda.synchronize if dl.device is not None and dl.device.type == 'cuda' else (lambda: None)
-    seen, start, it = 0, None, iter(dl)
-    for i in range(n_batches + 1):
+    it, sizes = iter(dl), []
+    def next_batch():
+        nonlocal it
         try: L, ab = next(it)
         except StopIteration: it = iter(dl); L, ab = next(it)
-        if i == 0: sync(); start = time.perf_counter(); continue
-        seen += len(L)
-    sync()
-    return seen / (time.perf_counter() - start)
+        sizes.append(len(L))
+    seconds = time_it(next_batch, n_batches, warmup=1, device=dl.device if dl.device is not None else 'cpu')
+    return sum(sizes[1:]) / (seconds * n_batches)
 
 # %% ../nbs/02_data.ipynb #197e3b53
 def benchmark_pipeline(source='sample', size: int = 64, bs: int = 64, n_batches: int = 20, device=None, **kwargs) -> dict:
