@@ -248,7 +248,7 @@ def arch_config(obj) -> dict:
     if 'arch_name' not in getattr(obj, '__dict__', {}):
         raise ValueError(f"a {type(obj).__name__} does not record how it was built, so a checkpoint could not rebuild it: "
                          f"save a model built by one of the course's architectures ({', '.join(ARCHITECTURES) or 'none imported yet'}) "
-                         f"or decorate your class with colorcourse.core.records_args")
+                         f"or decorate your class with colorcourse.training.records_args")
     return {'arch': obj.arch_name, 'args': {k: _json_arg(v, k) for k, v in obj.arch_args.items()}}
 
 def network_of(obj) -> nn.Module:
