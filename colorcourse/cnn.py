@@ -6,7 +6,7 @@ Docs: https://colorcourse.github.io/colorcourse/cnn.html.md"""
 
 # %% auto #0
 __all__ = ['SMOOTH_L1_BETA', 'conv_relu_stack', 'plain_cnn', 'measured_receptive_field', 'zhang_block', 'ColorCNN',
-           'in_gamut_cells', 'ABQuantizer', 'RebalancedCELoss', 'train_colorizer']
+           'in_gamut_cells', 'ABQuantizer', 'RebalancedCELoss', 'cnn_recipe_learner', 'train_colorizer']
 
 # %% ../nbs/05_cnn.ipynb #03a5a70e
 from typing import Callable, Iterable, Optional
@@ -14,9 +14,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.basics import listify
-from .core import records_args, seed_everything
+from .core import evaluating, seed_everything
 from .lab import AB_SCALE, lab_to_rgb
-from .training import colorization_learner
+from .training import RECIPES, Recipe, colorization_learner, one_cycle, records_args, register_recipe
 
 # %% ../nbs/05_cnn.ipynb #72778a60
 def conv_relu_stack(ni: int, nf: int, n_convs: int, stride: int = 1, dilation: int = 1) -> list:
@@ -35,15 +35,15 @@ def plain_cnn(nf: int = 32, depth: int = 6) -> nn.Sequential:
     return nn.Sequential(*conv_relu_stack(1, nf, depth - 1), nn.Conv2d(nf, 2, 3, padding=1), nn.Tanh())
 
 # %% ../nbs/05_cnn.ipynb #738e614b
-def measured_receptive_field(model: nn.Module, size: int = 64) -> int:
-    "The side of the input region that influences the centre output pixel, measured by backpropagation (eval mode)."
+def measured_receptive_field(model: nn.Module, size: int = 64, in_ch: Optional[int] = None) -> int:
+    "The side of the input region that the centre output (pixel, or logit of a map) depends on, measured by backpropagation (eval mode)."
     param = next(model.parameters())
-    x = torch.randn(1, 1, size, size, device=param.device, requires_grad=True)
-    was_training = model.training
-    model.eval()
-    try: model(x)[0, :, size // 2, size // 2].sum().backward()
-    finally: model.train(was_training)
-    touched = x.grad[0, 0] != 0
+    in_ch = getattr(model, 'in_ch', 1) if in_ch is None else in_ch
+    x = torch.randn(1, in_ch, size, size, device=param.device, requires_grad=True)
+    with evaluating(model, grad=True):
+        out = model(x)
+        out[0, :, out.shape[-2] // 2, out.shape[-1] // 2].sum().backward()
+    touched = (x.grad[0] != 0).any(0)
     rows, cols = touched.any(1).nonzero(), touched.any(0).nonzero()
     return int(max(rows.max() - rows.min(), cols.max() - cols.min())) + 1
 
@@ -156,15 +156,23 @@ class RebalancedCELoss:
         if self.weights is not None: ce = ce * self.weights.to(ce.device)[z.argmax(1)]
         return ce.mean()
 
+# %% ../nbs/05_cnn.ipynb #3ae30073
+def cnn_recipe_learner(dls, nf: int = 64, lr: float = 1e-3, model: Optional[nn.Module] = None, loss_func=None, **kwargs):
+    "This lesson's recipe as a Learner: `ColorCNN(nf)` (or `model`), L1 (or `loss_func`), Adam."
+    return colorization_learner(dls, ColorCNN(nf) if model is None else model, loss_func=loss_func, lr=lr, **kwargs)
+
+register_recipe(Recipe('cnn', '05_cnn', "Zhang et al.'s CNN, L1, Adam, one-cycle schedule", cnn_recipe_learner, one_cycle, 1e-3))
+
 # %% ../nbs/05_cnn.ipynb #3e9e10c6
 def train_colorizer(dls, make_model: Callable, make_loss: Optional[Callable] = None, epochs: int = 5, lr: float = 1e-3,
-                    seed: int = 42, cbs=None, quiet: bool = True, **kwargs):
-    "Seed everything, restart the loader's random streams, build model (and loss from the model), fit one cycle; the Learner."
+                    seed: int = 42, cbs=None, quiet: bool = True, recipe: str = 'cnn', **kwargs):
+    "Seed everything, restart the loader's random streams, build model (and loss from the model), train it as `RECIPES[recipe]` does; the Learner."
     seed_everything(seed)
     dls.train.reseed(seed)
     model = make_model()
-    learn = colorization_learner(dls, model, loss_func=make_loss(model) if make_loss else None, lr=lr, cbs=cbs, **kwargs)
+    r = RECIPES[recipe]
+    learn = r.learner(dls, lr=lr, model=model, loss_func=make_loss(model) if make_loss else None, cbs=cbs, **kwargs)
     if quiet:
-        with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(epochs, lr)
-    else: learn.fit_one_cycle(epochs, lr)
+        with learn.no_bar(), learn.no_logging(): r.fit(learn, epochs, lr)
+    else: r.fit(learn, epochs, lr)
     return learn

@@ -6,11 +6,14 @@ Docs: https://colorcourse.github.io/colorcourse/core.html.md"""
 
 # %% auto #0
 __all__ = ['RUN_SIZES', 'default_device', 'device_summary', 'seed_everything', 'run_size', 'is_smoke', 'config_overrides',
-           'course_config', 'records_args', 'image_array', 'show_images', 'show_comparison']
+           'course_config', 'evaluating', 'image_array', 'show_images', 'show_comparison', 'sync_for', 'time_it',
+           'check_writable_folder']
 
 # %% ../nbs/00_core.ipynb #92cd5f6d
-import os, random, json, inspect, functools
-from typing import Optional
+import os, random, json, tempfile, time
+from pathlib import Path
+from typing import Callable, Optional
+from contextlib import contextmanager, nullcontext
 import numpy as np
 import torch
 from fastcore.basics import AttrDict
@@ -93,38 +96,16 @@ def course_config(full: dict, smoke: dict, cpu: Optional[dict] = None, **shared)
     cfg = {**shared, **sizes[run]}
     return AttrDict({**cfg, **config_overrides(cfg), 'run': run, 'smoke': run == 'smoke'})
 
-# %% ../nbs/00_core.ipynb #70d0d4b8
-def _record_args(obj, name: str, sig: inspect.Signature, args: tuple, kwargs: dict):
-    "Store on `obj` the builder's name and its bound arguments (defaults filled in, `**kwargs` flattened)."
-    bound = sig.bind(*args, **kwargs)
-    bound.apply_defaults()
-    recorded = {}
-    for k, v in bound.arguments.items():
-        kind = sig.parameters[k].kind
-        if kind is inspect.Parameter.VAR_KEYWORD: recorded.update(v)
-        elif kind is inspect.Parameter.VAR_POSITIONAL:
-            if v: raise TypeError(f"{name}: records_args cannot record positional *{k}")
-        else: recorded[k] = v
-    obj.__dict__.update(arch_name=name, arch_args=recorded)   # plain attributes, never parameters or submodules
-
-# %% ../nbs/00_core.ipynb #97462d63
-def records_args(builder):
-    "Decorate a model class or factory: each object it builds keeps `.arch_name` and `.arch_args` (how to build it again)."
-    if isinstance(builder, type):
-        init, sig = builder.__init__, inspect.signature(builder)
-        @functools.wraps(init)
-        def __init__(self, *args, **kwargs):
-            init(self, *args, **kwargs)
-            if type(self) is builder: _record_args(self, builder.__name__, sig, args, kwargs)
-        builder.__init__ = __init__
-        return builder
-    sig = inspect.signature(builder)
-    @functools.wraps(builder)
-    def build(*args, **kwargs):
-        obj = builder(*args, **kwargs)
-        _record_args(obj, builder.__name__, sig, args, kwargs)
-        return obj
-    return build
+# %% ../nbs/00_core.ipynb #d073e3ec
+@contextmanager
+def evaluating(*models: torch.nn.Module, grad: bool = False):
+    "Run the block with `models` in eval mode and without gradients (unless `grad`); each one's mode is restored after, even on an error."
+    modes = [m.training for m in models]
+    for m in models: m.eval()
+    try:
+        with nullcontext() if grad else torch.no_grad(): yield models[0] if len(models) == 1 else models
+    finally:
+        for m, mode in zip(models, modes): m.train(mode)
 
 # %% ../nbs/00_core.ipynb #ddefd987
 def _check_unit_range(x: np.ndarray, what: str, tol: float = 1e-3) -> np.ndarray:
@@ -193,3 +174,37 @@ def show_comparison(gray, *preds_and_truth, titles=None, n: int = 4, **kwargs):
     if len(set(lengths)) != 1: raise ValueError(f"every column needs the same number of images; got {lengths}")
     rows = [[c[i] for c in cols] for i in range(min(n, lengths[0]))]
     return show_images(rows, col_titles=titles, **kwargs)
+
+# %% ../nbs/00_core.ipynb #37ee9267
+def sync_for(device) -> Callable:
+    "A function that waits for `device` to finish its queued work (a no-op on the CPU)."
+    return torch.cuda.synchronize if torch.device(device).type == 'cuda' else (lambda: None)
+
+def time_it(fn: Callable, steps: int, warmup: int = 1, device='cpu', median: bool = False) -> float:
+    "Seconds per call of `fn()` after `warmup` calls, synchronised with `device`: the mean over `steps` calls, or (`median`) the median of each one timed."
+    sync = sync_for(device)
+    for _ in range(warmup): fn()
+    sync()
+    if median:
+        times = []
+        for _ in range(steps):
+            start = time.perf_counter(); fn(); sync(); times.append(time.perf_counter() - start)
+        return float(np.median(times))
+    start = time.perf_counter()
+    for _ in range(steps): fn()
+    sync()
+    return (time.perf_counter() - start) / steps
+
+# %% ../nbs/00_core.ipynb #658a09f8
+def check_writable_folder(folder, create: bool = True) -> Path:
+    "Make sure files can be written in `folder`, created if needed (`create=False`: only checked, in its nearest existing parent), else raise a `PermissionError` naming it."
+    folder = Path(folder).expanduser()
+    if folder.exists() and not folder.is_dir(): raise NotADirectoryError(f"not a folder: {folder}")
+    try:
+        if create: folder.mkdir(parents=True, exist_ok=True)
+        probe = next(p for p in (folder, *folder.parents) if p.exists())
+        if not probe.is_dir(): raise NotADirectoryError(None, f"{probe} is a file")
+        with tempfile.TemporaryFile(dir=probe): pass
+    except OSError as e: raise PermissionError(f"cannot write to the folder {folder} ({e.strerror or e})") from e
+    return folder
+

@@ -30,7 +30,7 @@ from fastprogress.fastprogress import progress_bar
 from fastai.data.core import DataLoaders
 from fastai.data.external import URLs, untar_data
 from fastai.data.load import DataLoader, SkipItemException
-from .core import default_device, show_images
+from .core import check_writable_folder, default_device, show_images, time_it
 from .lab import rgb_to_lab, lab_encode, lab_decode
 
 # %% ../nbs/02_data.ipynb #d0ed81a6
@@ -81,14 +81,23 @@ def _read_tiff(path: Path) -> Image.Image:
     return Image.fromarray(_scaled_to_uint8(arr)).convert('RGB')
 
 # %% ../nbs/02_data.ipynb #0524e610
-def open_image(path, min_side: int = 0) -> Image.Image:
-    "Open and fully decode an image file as 8-bit RGB, upright; a JPEG is decoded at reduced size when `min_side` allows."
-    path = Path(path)
+def open_image(image, min_side: int = 0, rgb: bool = True) -> Image.Image:
+    "A path or a PIL image, fully decoded and upright, as 8-bit RGB (`rgb=False`: in its own mode, alpha kept); a JPEG at reduced size when `min_side` allows."
+    if isinstance(image, Image.Image):
+        if 0 in image.size: raise ValueError(f"the image has no pixels ({image.width}x{image.height})")
+        img = ImageOps.exif_transpose(image)
+        return to_rgb(img) if rgb else img
+    if not isinstance(image, (str, os.PathLike)):
+        raise TypeError(f"an image is a photo's path or a PIL image, not a {type(image).__name__} (an array: Image.fromarray(a))")
+    path = Path(image).expanduser()
     if not path.is_file(): raise FileNotFoundError(f"no such image file: {path}")
     try:
         with Image.open(path) as img:
             if min_side and img.format == 'JPEG': img.draft('RGB', (min_side, min_side))
-            return to_rgb(ImageOps.exif_transpose(img))
+            img.load()
+            if 0 in img.size: raise ValueError(f"it has no pixels ({img.width}x{img.height})")
+            img = ImageOps.exif_transpose(img)
+            return to_rgb(img) if rgb else img
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         if path.suffix.lower() in ('.tif', '.tiff'):
             try: return _read_tiff(path)
@@ -106,7 +115,7 @@ def _fit_square(img: Image.Image, side: int) -> Image.Image:
 # %% ../nbs/02_data.ipynb #5cbab377
 def load_square(item, side: int) -> np.ndarray:
     "A file path or PIL image as its centred square resized to `side` pixels: a `(3,side,side)` uint8 array."
-    img = to_rgb(ImageOps.exif_transpose(item)) if isinstance(item, Image.Image) else open_image(item, side)
+    img = open_image(item, side)
     return np.ascontiguousarray(np.asarray(_fit_square(img, side)).transpose(2, 0, 1))
 
 # %% ../nbs/02_data.ipynb #14cf7c99
@@ -190,16 +199,6 @@ def _cache_path(folder: Path, files: list, side: int, min_spread: float) -> Path
         h.update(f"|{f.relative_to(folder)}|{st.st_size}|{st.st_mtime_ns}".encode())
     return folder / '.colorcourse-cache' / f"{side}px-{h.hexdigest()[:16]}.npy"
 
-# %% ../nbs/02_data.ipynb #b8970f72
-def _check_writable(folder: Path):
-    "Raise a clear error if the cache cannot be written in `folder`."
-    try:
-        folder.mkdir(exist_ok=True)
-        probe = folder / f'.probe-{os.getpid()}'
-        probe.write_bytes(b''); probe.unlink()
-    except OSError as e:
-        raise PermissionError(f"cannot write the image cache in {folder} ({e.strerror}); use cache='memory'") from e
-
 # %% ../nbs/02_data.ipynb #3f3339c5
 def cached_images(folder, side: int, min_spread: float = MIN_AB_SPREAD, progress: Optional[bool] = None) -> tuple:
     "`prepare_images` for a folder, stored in (or read back from) a memory-mapped file in the folder."
@@ -211,7 +210,8 @@ def cached_images(folder, side: int, min_spread: float = MIN_AB_SPREAD, progress
     if path.exists() and meta_path.exists():
         meta = json.loads(meta_path.read_text())
         return np.load(path, mmap_mode='r'), meta['names'], AttrDict(meta['counts'])
-    _check_writable(path.parent)
+    try: check_writable_folder(path.parent)
+    except OSError as e: raise PermissionError(f"cannot write the image cache in {path.parent} ({e}); use cache='memory'") from e
     array, names, counts = prepare_images(files, side, min_spread, progress)
     tmp_path = path.with_name(path.stem + f'.tmp-{os.getpid()}.npy')
     np.save(tmp_path, array); tmp_path.replace(path)
@@ -543,15 +543,14 @@ def lesson_source(name: str):
 # %% ../nbs/02_data.ipynb #a4b765c7
 def pipeline_speed(dl, n_batches: int = 20) -> float:
     "Images per second a loader delivers (first batch excluded), synchronising the GPU if it is one."
-    sync = torch.cuda.synchronize if dl.device is not None and dl.device.type == 'cuda' else (lambda: None)
-    seen, start, it = 0, None, iter(dl)
-    for i in range(n_batches + 1):
+    it, sizes = iter(dl), []
+    def next_batch():
+        nonlocal it
         try: L, ab = next(it)
         except StopIteration: it = iter(dl); L, ab = next(it)
-        if i == 0: sync(); start = time.perf_counter(); continue
-        seen += len(L)
-    sync()
-    return seen / (time.perf_counter() - start)
+        sizes.append(len(L))
+    seconds = time_it(next_batch, n_batches, warmup=1, device=dl.device if dl.device is not None else 'cpu')
+    return sum(sizes[1:]) / (seconds * n_batches)
 
 # %% ../nbs/02_data.ipynb #197e3b53
 def benchmark_pipeline(source='sample', size: int = 64, bs: int = 64, n_batches: int = 20, device=None, **kwargs) -> dict:

@@ -16,33 +16,22 @@ import torch
 import torch.nn as nn
 from fastcore.basics import patch
 from fastai.learner import Learner
-from .core import image_array, show_comparison
+from .core import evaluating, image_array, show_comparison
 from .lab import lab_decode
 from .gan import ConditionalGAN
-from .training import ConstantColor, mean_ab, reference_batch, score_models
+from .training import ConstantColor, mean_ab, reference_batch, score_models, load_checkpoint, network_of
 
 # %% ../nbs/11_evaluation.ipynb #81f8b146
 def as_colorizer(obj) -> nn.Module:
     "The colorizer (L -> ab) in `obj`: a module, a fastai Learner's model (a GAN's generator), or a checkpoint file (a path)."
-    if isinstance(obj, (str, Path)):
-        from colorcourse.inference import load_checkpoint    # lesson 12's reader, needed only for files
-        return as_colorizer(load_checkpoint(obj))
-    model = obj.model if isinstance(obj, Learner) else obj
-    if isinstance(model, ConditionalGAN): model = model.generator
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"a colorizer is an nn.Module, a fastai Learner or a checkpoint path; got {type(obj).__name__}")
-    return model
+    return network_of(load_checkpoint(obj) if isinstance(obj, (str, Path)) else obj)
 
 # %% ../nbs/11_evaluation.ipynb #22d62a3f
 def predict_batch(model: nn.Module, L: torch.Tensor) -> torch.Tensor:
     "A colorizer's ab for the L batch `L`, in evaluation mode, without gradients, clamped to [-1, 1]; the model's mode is kept."
     p = next(model.parameters(), None)
     if p is not None and p.device != L.device: model.to(L.device)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(): return model(L).float().clamp(-1, 1)
-    finally: model.train(was_training)
+    with evaluating(model): return model(L).float().clamp(-1, 1)
 
 # %% ../nbs/11_evaluation.ipynb #605210f2
 BASELINES = ('gray', 'mean colour')

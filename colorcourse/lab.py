@@ -166,35 +166,26 @@ def lab_explorer(L: float = 50., a: float = 20., b: float = 30.):
     return widgets.VBox([widgets.HBox(list(sliders.values())), widgets.interactive_output(draw, sliders)])
 
 # %% ../nbs/01_lab.ipynb #6e54fd79
-def _median_seconds(fn, repeats: int, sync=lambda: None) -> float:
-    "Median wall time of `fn()` over `repeats` runs, after one warm-up run."
-    import time
-    fn(); sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter(); fn(); sync(); times.append(time.perf_counter() - start)
-    return float(np.median(times))
-
 def benchmark_lab(n: int = 16, size: int = 256, repeats: int = 5, device=None) -> dict:
     "Megapixels/s of `rgb_to_lab` (CPU with all and one thread, and `device` if it is a GPU) vs scikit-image's `rgb2lab`."
     from skimage.color import rgb2lab
-    from colorcourse.core import default_device, device_summary
+    from colorcourse.core import default_device, device_summary, time_it
     device = torch.device(device) if device is not None else default_device()
     imgs = torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(0))
     mpix = n * size * size / 1e6
     res = dict(images=n, size=size, cpu_threads=torch.get_num_threads(), device=device_summary(device))
     arrays = [im.permute(1, 2, 0).numpy() for im in imgs]
-    res['skimage_mpix_s'] = mpix / _median_seconds(lambda: [rgb2lab(a) for a in arrays], repeats)
+    res['skimage_mpix_s'] = mpix / time_it(lambda: [rgb2lab(a) for a in arrays], repeats, median=True)
     with torch.no_grad():
-        res['cpu_mpix_s'] = mpix / _median_seconds(lambda: rgb_to_lab(imgs), repeats)
+        res['cpu_mpix_s'] = mpix / time_it(lambda: rgb_to_lab(imgs), repeats, median=True)
         threads = torch.get_num_threads()
         try:
             torch.set_num_threads(1)
-            res['cpu_1thread_mpix_s'] = mpix / _median_seconds(lambda: rgb_to_lab(imgs), repeats)
+            res['cpu_1thread_mpix_s'] = mpix / time_it(lambda: rgb_to_lab(imgs), repeats, median=True)
         finally: torch.set_num_threads(threads)
         if device.type == 'cuda':
             on_gpu = imgs.to(device)
-            res['gpu_mpix_s'] = mpix / _median_seconds(lambda: rgb_to_lab(on_gpu), repeats, torch.cuda.synchronize)
+            res['gpu_mpix_s'] = mpix / time_it(lambda: rgb_to_lab(on_gpu), repeats, device=device, median=True)
     res['cpu_speedup_vs_skimage'] = res['cpu_mpix_s'] / res['skimage_mpix_s']
     res['cpu_1thread_speedup_vs_skimage'] = res['cpu_1thread_mpix_s'] / res['skimage_mpix_s']
     return {k: round(v, 2) if isinstance(v, float) else v for k, v in res.items()}

@@ -6,8 +6,8 @@ Docs: https://colorcourse.github.io/colorcourse/pix2pix.html.md"""
 
 # %% auto #0
 __all__ = ['PatchDiscriminator', 'conv_receptive_field', 'patch_layers', 'receptive_field', 'patch_map_size',
-           'measured_patch_field', 'PixelDiscriminator', 'pix2pix_schedule', 'Pix2PixSchedule', 'fit_pix2pix',
-           'pix2pix_generator', 'pix2pix_learner', 'pretrain_generator', 'RGBColorizer', 'RGBL1Loss']
+           'PixelDiscriminator', 'pix2pix_schedule', 'Pix2PixSchedule', 'fit_pix2pix', 'pix2pix_generator',
+           'pix2pix_learner', 'pretrain_generator', 'pix2pix_recipe_learner', 'RGBColorizer', 'RGBL1Loss']
 
 # %% ../nbs/08_pix2pix.ipynb #99df6b45
 from typing import Optional
@@ -16,11 +16,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from fastai.callback.core import Callback
 from fastai.callback.schedule import combine_scheds, SchedLin, SchedNo
-from .core import records_args
 from .unet import UnetGenerator, check_norm, conv_layer, norm_layer, max_n_down
-from .gan import gan_adam, gan_learner, init_gan_weights
+from .gan import gan_adam, gan_learner, init_weights
 from .lab import L_SCALE, AB_SCALE, lab_decode, rgb_to_lab
-from .training import colorization_learner, reference_batch
+from .cnn import measured_receptive_field
+from .training import Recipe, colorization_learner, records_args, reference_batch, register_recipe
 
 # %% ../nbs/08_pix2pix.ipynb #20e8a008
 @records_args
@@ -40,7 +40,7 @@ class PatchDiscriminator(nn.Module):
             ch = out
         layers.append(conv_layer(ch, 1, norm, bias=True, stride=1))   # one logit per position
         self.layers = nn.Sequential(*layers)
-        init_gan_weights(self)
+        init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != self.in_ch:
@@ -73,21 +73,6 @@ def patch_map_size(size: int, n_layers: int = 3) -> int:
     if size < 1: raise ValueError(f"the image is too small for n_layers={n_layers}: the map would be empty")
     return size
 
-# %% ../nbs/08_pix2pix.ipynb #c925ebe6
-def measured_patch_field(D: nn.Module, size: int = 256) -> int:
-    "The side of the input region that the centre logit of `D`'s map depends on, measured by backpropagation (eval mode)."
-    param = next(D.parameters())
-    x = torch.randn(1, D.in_ch, size, size, device=param.device, requires_grad=True)
-    was_training = D.training
-    D.eval()
-    try:
-        out = D(x)
-        out[0, 0, out.shape[-2] // 2, out.shape[-1] // 2].backward()
-    finally: D.train(was_training)
-    touched = (x.grad[0] != 0).any(0)
-    rows, cols = touched.any(1).nonzero(), touched.any(0).nonzero()
-    return int(max(rows.max() - rows.min(), cols.max() - cols.min())) + 1
-
 # %% ../nbs/08_pix2pix.ipynb #644988fe
 @records_args
 class PixelDiscriminator(nn.Module):
@@ -100,7 +85,7 @@ class PixelDiscriminator(nn.Module):
         self.layers = nn.Sequential(pointwise(in_ch, nf, True), nn.LeakyReLU(0.2, inplace=True),
                                     pointwise(nf, 2 * nf), norm_layer(norm, 2 * nf), nn.LeakyReLU(0.2, inplace=True),
                                     pointwise(2 * nf, 1))
-        init_gan_weights(self)
+        init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != self.in_ch:
@@ -155,7 +140,7 @@ def fit_pix2pix(learn, epochs: int, lr: Optional[float] = None, decay_pct: float
 @records_args
 def pix2pix_generator(size: int, n_down: Optional[int] = None, nf: int = 64, norm: str = 'batch', out_ch: int = 2) -> UnetGenerator:
     "pix2pix's U-Net (with dropout) for `size`-pixel images, `n_down` levels (default: as many as `size` allows, at most 8), N(0, 0.02) weights."
-    return init_gan_weights(UnetGenerator(1, out_ch, min(8, max_n_down(size)) if n_down is None else n_down, nf, norm, dropout=True))
+    return init_weights(UnetGenerator(1, out_ch, min(8, max_n_down(size)) if n_down is None else n_down, nf, norm, dropout=True))
 
 def pix2pix_learner(dls, generator: Optional[nn.Module] = None, discriminator: Optional[nn.Module] = None,
                     n_down: Optional[int] = None, nf: int = 64, n_layers: int = 3, norm: str = 'batch',
@@ -171,6 +156,16 @@ def pretrain_generator(dls, generator: nn.Module, epochs: int, lr: float = 2e-4,
     learn = colorization_learner(dls, generator, opt_func=gan_adam(), lr=lr, **kwargs)
     with learn.no_bar(), learn.no_logging(): fit_pix2pix(learn, epochs)
     return learn
+
+# %% ../nbs/08_pix2pix.ipynb #afba9d45
+def pix2pix_recipe_learner(dls, nf: int = 64, lr: float = 2e-4, generator: Optional[nn.Module] = None,
+                           discriminator: Optional[nn.Module] = None, **kwargs):
+    "This lesson's recipe as a Learner: `pix2pix_learner`'s U-Net (or `generator`) against a 70×70 PatchGAN (or `discriminator`)."
+    if generator is None: return pix2pix_learner(dls, discriminator=discriminator, nf=nf, lr=lr, **kwargs)
+    return gan_learner(dls, generator, PatchDiscriminator(3, nf) if discriminator is None else discriminator, lr=lr, **kwargs)
+
+register_recipe(Recipe('pix2pix', '08_pix2pix', "pix2pix's U-Net against a 70×70 PatchGAN, adversarial + 100·L1, constant rate then linear decay",
+                       pix2pix_recipe_learner, fit_pix2pix, 2e-4))
 
 # %% ../nbs/08_pix2pix.ipynb #bbfb53d1
 @records_args

@@ -6,11 +6,11 @@ Docs: https://colorcourse.github.io/colorcourse/speed.html.md"""
 
 # %% auto #0
 __all__ = ['PEAK_TFLOPS', 'PEAK_TFLOPS_OVERRIDE', 'BENCH_MODELS', 'GOALS', 'layer_flops', 'forward_flops', 'counted_flops',
-           'amp_dtype', 'precision_name', 'autocast', 'grad_scaler', 'scaled_step', 'gan_step', 'l1_step',
-           'pix2pix_pair', 'peak_tflops', 'sync_for', 'time_it', 'layout_speed', 'bench_model', 'make_train_step',
-           'train_speed', 'compile_check', 'UsualLabDataset', 'end_to_end', 'compile_networks', 'FastTraining',
-           'default_bs', 'bench_settings', 'bench_train', 'bench_layouts', 'bench_compile', 'bench_summary',
-           'bench_goals', 'run_bench', 'bench_options', 'bench_command', 'bench_table', 'plot_bench']
+           'amp_dtype', 'precision_name', 'autocast', 'grad_scaler', 'scaled_step', 'amp_of', 'l1_step', 'pix2pix_pair',
+           'peak_tflops', 'layout_speed', 'bench_model', 'make_train_step', 'train_speed', 'compile_check',
+           'UsualLabDataset', 'end_to_end', 'compile_networks', 'default_bs', 'bench_settings', 'bench_train',
+           'bench_layouts', 'bench_compile', 'bench_summary', 'bench_goals', 'run_bench', 'bench_options',
+           'bench_command', 'bench_table', 'plot_bench']
 
 # %% ../nbs/13_speed.ipynb #176a66f4
 import argparse, json, math, os, platform, re, time
@@ -22,11 +22,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
-from fastai.callback.fp16 import MixedPrecision
-from .core import default_device, device_summary, seed_everything
+from .core import default_device, device_summary, seed_everything, sync_for, time_it
 from .data import benchmark_pipeline, colorization_dls, load_square, resolve_source
 from .lab import benchmark_lab
-from .gan import adversarial_loss, generator_loss
+from .gan import gan_step, scaled_backward_step
 from .cnn import ColorCNN
 from .resnet import ResnetGenerator
 from .pix2pix import PatchDiscriminator, pix2pix_generator
@@ -82,28 +81,13 @@ def grad_scaler(device, dtype: Optional[torch.dtype]) -> torch.amp.GradScaler:
 def scaled_step(loss: torch.Tensor, opt: torch.optim.Optimizer, scaler: Optional[torch.amp.GradScaler] = None):
     "Backward pass and optimiser step; with a scaler: scale the loss, unscale the gradients, skip the step on inf/NaN, update the scale."
     opt.zero_grad(set_to_none=True)
-    if scaler is None or not scaler.is_enabled(): loss.backward(); opt.step(); return
-    scaler.scale(loss).backward()
-    scaler.step(opt)
-    scaler.update()
+    scaled_backward_step(loss, opt, scaler)   # lesson 07's: the same for the GAN's two optimisers
+
+def amp_of(device, dtype: Optional[torch.dtype]):
+    "Lesson 07's autocast setting `amp` for `device` in `dtype`: (device type, dtype), or None for float32."
+    return (torch.device(device).type, dtype) if dtype is not None else None
 
 # %% ../nbs/13_speed.ipynb #f3b71fcb
-def gan_step(G: nn.Module, D: nn.Module, opt_g, opt_d, L: torch.Tensor, ab: torch.Tensor, dtype: Optional[torch.dtype] = None,
-             scaler_g=None, scaler_d=None, l1_weight: float = 100., gan_loss: str = 'vanilla') -> tuple:
-    "One pix2pix step as lesson 07 takes it (D on real vs fake pairs, then G on adversarial + λ·L1), under autocast `dtype`; returns both losses."
-    with autocast(L.device, dtype): fake = G(L)
-    real_pairs, fake_pairs = torch.cat([L, ab], 1), torch.cat([L, fake.detach()], 1)
-    with autocast(L.device, dtype): real_logits, fake_logits = D(real_pairs), D(fake_pairs)
-    d_loss = 0.5 * (adversarial_loss(real_logits, 1., gan_loss) + adversarial_loss(fake_logits, 0., gan_loss))
-    scaled_step(d_loss, opt_d, scaler_d)
-    D.requires_grad_(False)                     # G's backward pass goes through D but leaves it untouched
-    try:
-        with autocast(L.device, dtype): logits = D(torch.cat([L, fake], 1))
-    finally: D.requires_grad_(True)
-    g_loss = generator_loss(logits, gan_loss) + l1_weight * F.l1_loss(fake.float(), ab)
-    scaled_step(g_loss, opt_g, scaler_g)
-    return d_loss.detach(), g_loss.detach()
-
 def l1_step(G: nn.Module, opt, L: torch.Tensor, ab: torch.Tensor, dtype: Optional[torch.dtype] = None, scaler=None) -> torch.Tensor:
     "One step of a generator trained with L1 alone (lessons 05, 06, 09), under autocast `dtype`; returns the loss."
     with autocast(L.device, dtype): pred = G(L)
@@ -141,19 +125,6 @@ def peak_tflops(device=None, dtype: Optional[torch.dtype] = None) -> Optional[fl
     return tf32 if tf32 is not None and torch.backends.cudnn.allow_tf32 else fp32
 
 # %% ../nbs/13_speed.ipynb #600e7614
-def sync_for(device) -> Callable:
-    "A function that waits for `device` to finish its queued work (a no-op on the CPU)."
-    return torch.cuda.synchronize if torch.device(device).type == 'cuda' else (lambda: None)
-
-def time_it(fn: Callable, steps: int, warmup: int = 1, device='cpu') -> float:
-    "Seconds per call of `fn()`: `warmup` calls (autotuning, compilation), then the mean of `steps` calls, synchronised."
-    sync = sync_for(device)
-    for _ in range(warmup): fn()
-    sync(); start = time.perf_counter()
-    for _ in range(steps): fn()
-    sync()
-    return (time.perf_counter() - start) / steps
-
 def layout_speed(layer: nn.Module, x: torch.Tensor, dtype: Optional[torch.dtype] = None, steps: int = 10) -> dict:
     "Milliseconds of one forward + backward pass of `layer` on `x`, in the default (NCHW) and the channels_last layout."
     res = {}
@@ -177,13 +148,13 @@ def bench_model(name: str, size: int, nf: int = 64, device='cpu', norm: str = 'b
     return G.to(device), (D.to(device) if D is not None else None)
 
 def make_train_step(G: nn.Module, D: Optional[nn.Module], L: torch.Tensor, ab: torch.Tensor, dtype=None) -> Callable:
-    "A function that takes one training step of `G` (and `D`) on `(L, ab)`: the pix2pix step if there is a D, else L1; Adam, scalers per `dtype`."
+    "A function that takes one training step of `G` (and `D`) on `(L, ab)`: lesson 07's `gan_step` if there is a D, else L1; Adam, scalers per `dtype`."
     fused = L.device.type == 'cuda'
     adam = lambda m: torch.optim.Adam(m.parameters(), lr=2e-4, betas=(0.5, 0.999), fused=fused)
     opt_g, scaler_g = adam(G), grad_scaler(L.device, dtype)
     if D is None: return lambda: l1_step(G, opt_g, L, ab, dtype, scaler_g)
     opt_d, scaler_d = adam(D), grad_scaler(L.device, dtype)
-    return lambda: gan_step(G, D, opt_g, opt_d, L, ab, dtype, scaler_g, scaler_d)
+    return lambda: gan_step(G, D, opt_g, opt_d, L, ab, amp=amp_of(L.device, dtype), scaler_g=scaler_g, scaler_d=scaler_d)
 
 # %% ../nbs/13_speed.ipynb #3053a70f
 def train_speed(model: str = 'pix2pix', size: int = 64, bs: int = 16, amp: bool = False, channels_last: bool = False,
@@ -273,7 +244,8 @@ def end_to_end(source='sample', size: int = 64, bs: int = 16, steps: int = 10, w
         sg, sd, it = grad_scaler(device, dtype), grad_scaler(device, dtype), _batches(dl)
         def step():
             L, ab = next(it)
-            gan_step(G, D, opt_g, opt_d, L.to(device, non_blocking=True), ab.to(device, non_blocking=True), dtype, sg, sd)
+            gan_step(G, D, opt_g, opt_d, L.to(device, non_blocking=True), ab.to(device, non_blocking=True), amp=amp_of(device, dtype),
+                     scaler_g=sg, scaler_d=sd)
         res[f'{name}_img_s'] = round(bs / time_it(step, steps, warmup, device), 1)
     res['speedup'] = round(res['fast_img_s'] / res['usual_img_s'], 2)
     return res
@@ -286,42 +258,6 @@ def compile_networks(model: nn.Module, backend: str = 'inductor') -> nn.Module:
         if not getattr(m, '_compiled_call_impl', None): m.compile(backend=backend)
     return model
 
-class FastTraining(MixedPrecision):
-    "The GPU fast path of a Learner: cuDNN autotuning, channels_last, and mixed precision (bf16 where native, else fp16 + scaler)."
-    order = MixedPrecision.order
-    def __init__(self, amp: bool = True, channels_last: bool = True, cudnn_benchmark: bool = True, compile=False, devices=('cuda',)):
-        self.amp, self.channels_last, self.cudnn_benchmark, self.devices = amp, channels_last, cudnn_benchmark, tuple(devices)
-        self.compile = compile   # False, True (inductor) or the name of a torch.compile backend
-        self.kwargs, self.on, self.amp_on, self.autocast, self.scales = {}, False, False, None, None
-
-    def before_fit(self):
-        device = getattr(self.dls, 'device', None) or torch.device('cpu')
-        self.on = torch.device(device).type in self.devices
-        others = [cb for cb in self.learn.cbs if isinstance(cb, MixedPrecision) and cb is not self]
-        self.amp_on = self.on and self.amp and not others
-        if self.on and self.cudnn_benchmark and device.type == 'cuda':
-            self.old_benchmark, torch.backends.cudnn.benchmark = torch.backends.cudnn.benchmark, True
-        if self.on and self.channels_last: self.learn.model.to(memory_format=torch.channels_last)
-        if self.on and self.compile: compile_networks(self.learn.model, 'inductor' if self.compile is True else self.compile)
-        if self.amp_on:
-            self.dtype = amp_dtype(device)
-            self.autocast, self.learn.scaler, self.scales = autocast(device, self.dtype), grad_scaler(device, self.dtype), []
-
-    def before_batch(self):
-        if self.amp_on: super().before_batch()
-    def after_pred(self):
-        if self.amp_on: super().after_pred()
-    def after_loss(self):
-        if self.amp_on: super().after_loss()
-    def before_backward(self):
-        if self.amp_on: super().before_backward()
-    def before_step(self):
-        if self.amp_on: super().before_step()
-    def after_step(self):
-        if self.amp_on: super().after_step()
-    def after_fit(self):
-        if self.amp_on: super().after_fit()
-        if hasattr(self, 'old_benchmark'): torch.backends.cudnn.benchmark = self.old_benchmark; del self.old_benchmark
 
 # %% ../nbs/13_speed.ipynb #c57c62cb
 def default_bs(size: int, device) -> int:

@@ -6,7 +6,7 @@ Docs: https://colorcourse.github.io/colorcourse/unet.html.md"""
 
 # %% auto #0
 __all__ = ['NORMS', 'check_norm', 'uses_bias', 'norm_layer', 'conv_layer', 'retune_spectral_norm', 'unet_channels', 'down_block',
-           'up_block', 'max_n_down', 'UnetGenerator']
+           'up_block', 'max_n_down', 'UnetGenerator', 'unet_recipe_learner']
 
 # %% ../nbs/06_unet.ipynb #8e4d2cba
 from typing import Optional
@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm
-from .core import records_args
+from .training import Recipe, colorization_learner, one_cycle, records_args, reference_batch, register_recipe
 
 # %% ../nbs/06_unet.ipynb #1d624148
 NORMS = ('batch', 'instance', 'spectral', 'none')
@@ -115,3 +115,12 @@ class UnetGenerator(nn.Module):
             x = up(x)
             if self.skips and feats: x = torch.cat([feats.pop(), x], dim=1)
         return x
+
+# %% ../nbs/06_unet.ipynb #b6632a4d
+def unet_recipe_learner(dls, nf: int = 64, lr: float = 2e-3, model: Optional[nn.Module] = None, loss_func=None, **kwargs):
+    "This lesson's recipe as a Learner: the U-Net with as many levels as the image allows (at most 8), L1 (or `loss_func`), Adam."
+    size = getattr(dls, 'size', None) or reference_batch(dls, 1)[0].shape[-1]
+    net = UnetGenerator(1, 2, min(8, max_n_down(size)), nf) if model is None else model
+    return colorization_learner(dls, net, loss_func=loss_func, lr=lr, **kwargs)
+
+register_recipe(Recipe('unet', '06_unet', "pix2pix's U-Net, L1, Adam, one-cycle schedule", unet_recipe_learner, one_cycle, 2e-3))

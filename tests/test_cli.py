@@ -174,3 +174,20 @@ def test_colorize_without_a_checkpoint_uses_the_shipped_colorizer(console_script
     for src in (workspace / 'photos').iterdir():
         out = tmp_path / 'out' / f"{src.stem}_color{'.jpg' if src.suffix == '.jpg' else '.png'}"
         assert Image.open(out).size == Image.open(src).size
+
+
+def test_train_runs_the_lessons_recipe_objects(tmp_path, monkeypatch):
+    "`colorcourse train --model dcgan` trains lesson 07's recipe (a plain U-Net against a DCGAN discriminator, constant rate), from RECIPES."
+    from colorcourse import cli
+    import colorcourse.inference   # lesson 12 imports every lesson, and each registers its recipes
+    from colorcourse.data import colorization_dls
+    from colorcourse.training import RECIPES, constant_rate
+    recipe = RECIPES['dcgan']
+    assert (recipe.lesson, recipe.fit_schedule, recipe.lr) == ('07_dcgan', constant_rate, 2e-4)
+    assert set(cli.MODELS) <= set(RECIPES)
+    seen = []
+    monkeypatch.setattr(recipe, 'fit_schedule', lambda learn, epochs, lr: seen.append(
+        (learn.model.generator.arch_name, learn.model.discriminator.arch_name, epochs, lr)))
+    dls = colorization_dls('sample', size=32, bs=4, epoch_len=8, valid_pct=0.3, progress=False)
+    cli.train_and_save('dcgan', dls, 2, tmp_path / 'd.safetensors', nf=4, quiet=True)
+    assert seen == [('UnetGenerator', 'DCGANDiscriminator', 2, 2e-4)]

@@ -197,11 +197,11 @@ def test_a_short_gan_run_learns_on_the_sample_photos(dls, tmp_path):
     assert [e for e, _ in grid.history] == [1, 2, 3, 4] and (tmp_path / 'models' / 'best.pth').exists()
 
 
-def test_init_gan_weights_retunes_spectral_norm():
+def test_init_weights_retunes_spectral_norm():
     "New weights drawn under PyTorch's spectral norm get matching power-iteration vectors: every layer starts at norm 1."
-    from colorcourse.gan import init_gan_weights
+    from colorcourse.gan import init_weights
     from colorcourse.unet import conv_layer
-    layers = init_gan_weights(nn.Sequential(conv_layer(3, 8, 'spectral'), conv_layer(8, 16, 'spectral', transpose=True)))
+    layers = init_weights(nn.Sequential(conv_layer(3, 8, 'spectral'), conv_layer(8, 16, 'spectral', transpose=True)))
     for m in layers:
         W = m.weight.detach()
         W = (W.transpose(0, 1) if isinstance(m, nn.ConvTranspose2d) else W).reshape(W.shape[1 if isinstance(m, nn.ConvTranspose2d) else 0], -1)

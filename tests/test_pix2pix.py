@@ -8,7 +8,8 @@ import torch.nn as nn
 
 from pix2pix_reference import leaf_layers, n_params, ref_norm_layer, with_spectral
 from colorcourse.unet import NORMS
-from colorcourse.pix2pix import (PatchDiscriminator, PixelDiscriminator, conv_receptive_field, measured_patch_field,
+from colorcourse.cnn import measured_receptive_field
+from colorcourse.pix2pix import (PatchDiscriminator, PixelDiscriminator, conv_receptive_field,
                                  patch_map_size, receptive_field)
 
 
@@ -123,16 +124,16 @@ def test_parameter_counts_computed_by_hand():
 @pytest.mark.parametrize('n_layers,field', [(1, 16), (2, 34), (3, 70)])
 def test_receptive_fields(n_layers, field):
     assert receptive_field(n_layers) == field
-    assert measured_patch_field(PatchDiscriminator(3, 4, n_layers), 256) == field
+    assert measured_receptive_field(PatchDiscriminator(3, 4, n_layers), 256) == field
     ref = ref_patch(3, 4, n_layers, 'batch')
-    ref.in_ch = 3  # what measured_patch_field reads to make its input
-    assert measured_patch_field(ref, 256) == field
+    ref.in_ch = 3  # what measured_receptive_field reads to make its input
+    assert measured_receptive_field(ref, 256) == field
 
 
 def test_receptive_field_arithmetic():
     assert conv_receptive_field([(4, 2), (4, 1), (4, 1)]) == 16
     assert conv_receptive_field([(3, 1)] * 2) == 5
-    assert measured_patch_field(PixelDiscriminator(3, 4), 32) == 1
+    assert measured_receptive_field(PixelDiscriminator(3, 4), 32) == 1
     with pytest.raises(ValueError, match='at least 1'): receptive_field(0)
 
 

@@ -61,6 +61,9 @@ def test_metadata_matches_pyproject(dist, pyproject):
     assert sorted(r.replace(' ', '') for r in reqs) == sorted(r.replace(' ', '') for r in proj['dependencies'])
     docs = proj['urls']['Documentation'].rstrip('/')
     assert (ROOT / 'nbs' / 'nbdev.yml').read_text().count(docs) == 1, "nbs/nbdev.yml's site-url must be the Documentation URL"
+    zf = zipfile.ZipFile(dist['wheel'])
+    entry_points = zf.read(next(n for n in zf.namelist() if n.endswith('.dist-info/entry_points.txt'))).decode()
+    assert all(f'{name} = {target}' in entry_points for name, target in proj['scripts'].items()), entry_points
 
 
 def test_sdist_metadata_is_the_wheels(dist):

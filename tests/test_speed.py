@@ -6,7 +6,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from colorcourse.speed import (FastTraining, autocast, bench_command, bench_options, counted_flops, forward_flops, gan_step,
+from colorcourse.gan import gan_step
+from colorcourse.speed import (autocast, bench_command, bench_options, counted_flops, forward_flops,
                                grad_scaler, l1_step, pix2pix_pair, run_bench, train_speed)
 
 TINY = dict(sizes=[32], models=['pix2pix', 'cnn', 'resnet'], bs=2, steps=1, nf=8, quick=True, compile=False)
@@ -66,7 +67,7 @@ def _step(scaled: bool, inf_in_d: bool = False):
     scalers = [torch.amp.GradScaler('cpu', init_scale=2.**10) if scaled else None for _ in range(2)]
     before = [p.detach().clone() for p in [*G.parameters(), *D.parameters()]]
     h = next(D.parameters()).register_hook(lambda g: torch.full_like(g, float('inf'))) if inf_in_d else None
-    gan_step(G, D, opt_g, opt_d, L, ab, None, *scalers)
+    gan_step(G, D, opt_g, opt_d, L, ab, scaler_g=scalers[0], scaler_d=scalers[1])
     if h is not None: h.remove()
     return G, D, before, scalers
 
@@ -112,14 +113,3 @@ def test_train_speed_row():
     r = train_speed('resnet', size=32, bs=2, amp=True, channels_last=True, steps=1, warmup=1, nf=8, device='cpu')
     assert (r['precision'], r['channels_last'], r['peak_fraction']) == ('bf16', True, None) and r['img_s'] > 0
     with pytest.raises(ValueError, match='model must be one of'): train_speed('vgg', device='cpu')
-
-
-def test_fast_training_is_off_on_the_cpu_unless_asked():
-    from colorcourse.data import colorization_dls
-    from colorcourse.training import colorization_learner, simple_colorizer
-    dls = colorization_dls('sample', size=32, bs=4, epoch_len=8, valid_pct=0.3, progress=False, device='cpu')
-    learn = colorization_learner(dls, simple_colorizer(4), cbs=FastTraining())
-    with learn.no_bar(), learn.no_logging(): learn.fit(1)
-    cb = learn.fast_training
-    assert not cb.on and not cb.amp_on
-    assert not learn.model[1][0].weight.is_contiguous(memory_format=torch.channels_last)
