@@ -169,7 +169,7 @@ def test_no_progress_bars_when_stdout_is_not_a_terminal(tmp_path, ckpt):
     out, err = io.StringIO(), Terminal()
     with redirect_stdout(out), redirect_stderr(err):
         assert main(['colorize', str(tmp_path / 'coffee.jpg'), '-o', str(tmp_path / 'out'), '--checkpoint', str(ckpt)]) == 0
-    assert out.getvalue() == f"colorized 1 photo(s) into {tmp_path / 'out'}\n"
+    assert out.getvalue() == f"colorized 1 photo(s) into {tmp_path / 'out'} with {ckpt}\n"
     rc, out, err = cli('train', '--model', 'unet', '--size', '32', '--epochs', '1', '--epoch-len', '8', '--bs', '4', '--nf', '8',
                        '--out', tmp_path / 'm.safetensors')
     assert rc == 0, err
