@@ -6,10 +6,10 @@ Docs: https://colorcourse.github.io/colorcourse/training.html.md"""
 
 # %% auto #0
 __all__ = ['ARCHITECTURES', 'RECIPES', 'records_args', 'conv_bn_relu', 'simple_colorizer', 'reference_batch',
-           'check_output_shape', 'ShapeCheck', 'add_fast_path', 'colorization_learner', 'ShowGrid', 'LossRecorder',
-           'ConstantColor', 'mean_ab', 'train_view', 'score_models', 'arch_config', 'network_of', 'build_from_config',
-           'save_checkpoint', 'read_checkpoint_info', 'load_checkpoint', 'Recipe', 'register_recipe', 'one_cycle',
-           'constant_rate', 'simple_recipe_learner']
+           'check_output_shape', 'ShapeCheck', 'native_bf16', 'add_fast_path', 'colorization_learner', 'ShowGrid',
+           'LossRecorder', 'ConstantColor', 'mean_ab', 'train_view', 'score_models', 'arch_config', 'network_of',
+           'build_from_config', 'save_checkpoint', 'read_checkpoint_info', 'load_checkpoint', 'Recipe',
+           'register_recipe', 'one_cycle', 'constant_rate', 'simple_recipe_learner']
 
 # %% ../nbs/04_training.ipynb #8f9dd5e1
 import functools, inspect, json, math, os, tempfile, warnings
@@ -111,10 +111,14 @@ class ShapeCheck(Callback):
     def before_fit(self): check_output_shape(self.model, self.dls)
 
 # %% ../nbs/04_training.ipynb #9f0812f4
+def native_bf16() -> bool:
+    "Whether the CUDA GPU computes in bfloat16 natively (an A100, H100...); a T4 only emulates it, far slower than float16."
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+
 def add_fast_path(learn: Learner, fast: bool = False) -> Learner:
-    "If `fast` and the data is on a CUDA GPU, fastai's mixed precision (bfloat16 where the GPU has it, else float16) and `ChannelsLast`."
+    "If `fast` and the data is on a CUDA GPU, fastai's mixed precision (bfloat16 where the GPU has it natively, else float16) and `ChannelsLast`."
     if not fast or getattr(getattr(learn.dls, 'device', None), 'type', None) != 'cuda': return learn
-    if not hasattr(learn, 'mixed_precision'): learn = learn.to_bf16() if torch.cuda.is_bf16_supported() else learn.to_fp16()
+    if not hasattr(learn, 'mixed_precision'): learn = learn.to_bf16() if native_bf16() else learn.to_fp16()
     if not hasattr(learn, 'channels_last'): learn.add_cb(ChannelsLast())
     return learn
 

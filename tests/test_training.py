@@ -64,3 +64,14 @@ def test_lr_find_suggests_a_learning_rate(dls):
 def test_constant_color_predicts_its_colour_everywhere():
     out = ConstantColor((0.25, -0.5))(torch.zeros(2, 1, 5, 7))
     assert out.shape == (2, 2, 5, 7) and torch.all(out[:, 0] == 0.25) and torch.all(out[:, 1] == -0.5)
+
+
+def test_mixed_precision_picks_fp16_where_bf16_is_only_emulated(monkeypatch):
+    "A T4 (Colab's free GPU) emulates bfloat16: `is_bf16_supported()` says yes, but only `including_emulation=False` tells the truth."
+    import torch
+    from colorcourse.training import native_bf16
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda including_emulation=True: including_emulation)   # a T4
+    assert native_bf16() is False
+    monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda including_emulation=True: True)                   # an H100
+    assert native_bf16() is True
