@@ -4,7 +4,6 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 
-from colorcourse import __version__
 from colorcourse.data import SAMPLE_NAMES, sample_images
 from colorcourse.inference import colorize, pretrained, pretrained_path, read_checkpoint_info
 from colorcourse.lab import AB_SCALE, rgb_to_lab

@@ -20,7 +20,7 @@ which took 39 + 8 minutes on one thread of a 2-core CPU without a GPU; one comma
 `--from-l1` runs both stages. The checkpoint's metadata records the recipe, data, size, epochs,
 training time, hardware and colorcourse version.
 """
-import argparse, json, platform, sys, time
+import argparse, platform, sys, time
 from datetime import datetime, timezone
 from pathlib import Path
 
