@@ -7,9 +7,9 @@ Docs: https://colorcourse.github.io/colorcourse/training.html.md"""
 # %% auto #0
 __all__ = ['ARCHITECTURES', 'RECIPES', 'records_args', 'conv_bn_relu', 'simple_colorizer', 'reference_batch',
            'check_output_shape', 'ShapeCheck', 'native_bf16', 'add_fast_path', 'colorization_learner', 'ShowGrid',
-           'LossRecorder', 'ConstantColor', 'mean_ab', 'train_view', 'score_models', 'arch_config', 'network_of',
-           'build_from_config', 'save_checkpoint', 'read_checkpoint_info', 'load_checkpoint', 'Recipe',
-           'register_recipe', 'one_cycle', 'constant_rate', 'simple_recipe_learner']
+           'LossRecorder', 'ConstantColor', 'mean_ab', 'train_view', 'train_test_folders', 'whole_images',
+           'score_models', 'arch_config', 'network_of', 'build_from_config', 'save_checkpoint', 'read_checkpoint_info',
+           'load_checkpoint', 'Recipe', 'register_recipe', 'one_cycle', 'constant_rate', 'simple_recipe_learner']
 
 # %% ../nbs/04_training.ipynb #8f9dd5e1
 import functools, inspect, json, math, os, tempfile, warnings
@@ -31,6 +31,7 @@ from safetensors.torch import load_file, save_file
 import fastai.callback.schedule, fastai.callback.fp16, fastai.callback.progress  # fit_one_cycle, lr_find, to_fp16, progress bars
 from . import __version__
 from .core import check_writable_folder, evaluating, show_images
+from .data import colorization_dls
 from .lab import lab_decode
 from .metrics import colorization_metrics
 
@@ -226,6 +227,18 @@ def mean_ab(dl, n_batches: int = 8) -> tuple:
 def train_view(dls):
     "The training images as the validation loader shows them (whole squares, no augmentation): does a model fit its data?"
     return dls.valid.new(dataset=dls.train.dataset)
+
+# %% ../nbs/04_training.ipynb #ac75bae9
+def train_test_folders(source) -> tuple:
+    "A dataset's training and test folders: `(source/'train', source/'test')` when it has both (CIFAR-10), else `(source, None)`."
+    if isinstance(source, (str, Path)) and source != 'sample':
+        root = Path(source).expanduser()
+        if (root / 'train').is_dir() and (root / 'test').is_dir(): return root / 'train', root / 'test'
+    return source, None
+
+def whole_images(source, size: int, bs: int = 256, **kwargs):
+    "A loader of every usable image of `source` as an unaugmented whole square of `size` pixels, for scoring."
+    return train_view(colorization_dls(source, size=size, bs=bs, valid_pct=0, cache_side=size, **kwargs))
 
 # %% ../nbs/04_training.ipynb #9a80ab78
 def score_models(dls, models: dict, dl=None, **kwargs):
