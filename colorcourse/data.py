@@ -286,6 +286,12 @@ class ColorDataLoader(DataLoader):
         if not isinstance(self.dataset, CachedImages): yield from super().create_batches(samples); return
         for idxs in self.chunkify(samples): yield self.dataset.batch(list(idxs))
 
+    def get_idxs(self):
+        "An epoch's item positions; a shuffled epoch shorter than the dataset draws them from all of it, not from its first `n`."
+        if self.shuffle and self.n is not None and self.n < len(self.dataset):
+            return self.rng.sample(range(len(self.dataset)), self.n)
+        return super().get_idxs()
+
     def show_batch(self, b=None, max_n: int = 8, size: float = 1.5, **kwargs):
         "Draw the inputs (L) above the targets (L with ab) of a batch; returns the figure."
         L, ab = self.one_batch() if b is None else b
