@@ -101,7 +101,11 @@ def test_a_new_notebook_is_a_new_lesson(tmp_path):
     for name in ('03_three', '10_ten'): tool.new_lesson(name, f'Lesson {name}', 'What it is.', 'things: a, b', root=tmp_path)
     path = tool.new_lesson('06a_extra', 'An inserted lesson', 'Between 06 and 07.', '`code`, then prose #1', root=tmp_path)
     with pytest.raises(FileExistsError): tool.new_lesson('06a_extra', 'Again', 'x', 'y', root=tmp_path)
-    assert read_json(path)['cells'][0]['source'] and tool.setup_cell_problems(tmp_path) == []
+    assert tool.setup_cell_problems(tmp_path) == []
+    nb = read_json(path)   # the scaffold already follows the course's conventions checked above
+    mds = [source(c) for c in nb['cells'] if c['cell_type'] == 'markdown']
+    assert mds[0].startswith('# An inserted lesson\n\n> Between 06 and 07.') and nb['metadata']['accelerator'] == 'GPU'
+    assert f"(https://colab.research.google.com/assets/colab-badge.svg)]({tool.colab_url(path.name, tmp_path)})" in mds[1]
     assert sidebar_notebooks(yaml.safe_load(tool.sidebar_yaml(tmp_path))) == ['index.ipynb', '03_three.ipynb', '06a_extra.ipynb', '10_ten.ipynb']
     table = tool.syllabus_table(tmp_path)
     assert [r.split(' | ')[0] for r in table.splitlines()[2:]] == ['| 03', '| 06a', '| 10']
