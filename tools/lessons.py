@@ -8,7 +8,10 @@ which nbdev reads as the page's front matter:
     > sRGB to linear light to XYZ to Lab, by hand, ...
 
     - syllabus: sRGB → XYZ → CIE Lab by hand, why Lab, the gamut, normalisation
-    - syllabus_title: Lab        (optional: the link text of its syllabus row, when shorter than the title)
+
+`syllabus` is the row's "What it teaches"; an optional `- syllabus_title: Short title` is the row's
+link text when it should be shorter than the title (lesson 00 has one). A value that starts with a
+backtick or holds `: ` or ` #` goes in double quotes, as YAML wants.
 
 The order is the file names' order (`06a_name.ipynb` goes between 06 and 07; `_name.ipynb` is a
 scratch notebook and is left out). From these, this tool writes `nbs/sidebar.yml`, the syllabus
