@@ -1,21 +1,21 @@
 "The course's conventions: every notebook's first cell, titles, Colab metadata, sizes, the sidebar, the home page and README.md."
-import importlib.util, re
+import importlib.util, json, re, tomllib
 
 import pytest
 import yaml
 
 from conftest import NBS, ROOT, read_json
 
-# The first cell of every notebook: hidden in the docs, installs colorcourse only in Colab (never torch), says whether a GPU is present.
-SETUP_CELL = """#| hide
-# Setup: in Colab, install the course package (Colab's own torch stays as it is); elsewhere nothing is installed.
-import sys, subprocess
-if 'google.colab' in sys.modules:
-    subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', 'colorcourse'], check=True)
-%config InlineBackend.figure_formats = ['jpeg']  # photos stored as JPEG keep notebooks and docs small
-import torch
-print('GPU:', torch.cuda.get_device_name(0) if torch.cuda.is_available()
-      else 'none, so this notebook runs on the CPU (in Colab: Runtime > Change runtime type > GPU)')"""
+def _tool(name: str):
+    "A script of tools/ as a module."
+    spec = importlib.util.spec_from_file_location(f'{name}_tool', ROOT / 'tools' / f'{name}.py')
+    tool = importlib.util.module_from_spec(spec); spec.loader.exec_module(tool)
+    return tool
+
+
+LESSONS_TOOL = _tool('lessons')
+# The first cell of every notebook (kept in tools/lessons.py): hidden in the docs, installs colorcourse only in Colab (never torch), says whether a GPU is present.
+SETUP_CELL = LESSONS_TOOL.SETUP_CELL
 
 ALL_NBS = sorted(p for p in NBS.glob('*.ipynb') if not p.name.startswith('_'))
 
@@ -27,7 +27,7 @@ def source(cell) -> str: return ''.join(cell['source'])
 def test_first_cell_is_the_setup_cell(nb_path):
     first = read_json(nb_path)['cells'][0]
     assert first['cell_type'] == 'code' and source(first) == SETUP_CELL, \
-        f"{nb_path.name}: the first cell must be the course's setup cell (see tests/test_course.py)"
+        f"{nb_path.name}: the first cell must be the course's setup cell (SETUP_CELL in tools/lessons.py)"
 
 
 @pytest.mark.parametrize('nb_path', ALL_NBS, ids=lambda p: p.name)
@@ -85,6 +85,39 @@ def test_home_page_links_each_lesson_with_a_colab_badge(lessons, pyproject):
 def test_home_page_links_resolve():
     for target in re.findall(r'\]\(([^)#\s]+\.ipynb)\)', index_markdown()):
         if not target.startswith('http'): assert (NBS / target).exists(), f"index.ipynb links to missing {target}"
+
+
+def test_sidebar_syllabus_and_readme_are_generated_from_the_lessons():
+    "nbs/sidebar.yml, the syllabus of nbs/index.ipynb and README.md are what tools/lessons.py makes of the lessons' title cells."
+    stale = [p.relative_to(ROOT).as_posix() for p in LESSONS_TOOL.stale(ROOT)]
+    assert not stale, f"{stale} out of date with the lessons' front matter: run `python tools/lessons.py` and commit"
+
+
+def test_a_new_notebook_is_a_new_lesson(tmp_path):
+    "One notebook is all a lesson needs: tools/lessons.py's `new` writes it, and the sidebar and syllabus generated then list it, in order, with its badge."
+    tool = LESSONS_TOOL
+    (tmp_path / 'nbs').mkdir()
+    for f in ('pyproject.toml', 'nbs/index.ipynb'): (tmp_path / f).write_bytes((ROOT / f).read_bytes())
+    for name in ('03_three', '10_ten'): tool.new_lesson(name, f'Lesson {name}', 'What it is.', 'things: a, b', root=tmp_path)
+    path = tool.new_lesson('06a_extra', 'An inserted lesson', 'Between 06 and 07.', '`code`, then prose #1', root=tmp_path)
+    with pytest.raises(FileExistsError): tool.new_lesson('06a_extra', 'Again', 'x', 'y', root=tmp_path)
+    assert tool.setup_cell_problems(tmp_path) == []
+    nb = read_json(path)   # the scaffold already follows the course's conventions checked above
+    mds = [source(c) for c in nb['cells'] if c['cell_type'] == 'markdown']
+    assert mds[0].startswith('# An inserted lesson\n\n> Between 06 and 07.') and nb['metadata']['accelerator'] == 'GPU'
+    assert f"(https://colab.research.google.com/assets/colab-badge.svg)]({tool.colab_url(path.name, tmp_path)})" in mds[1]
+    assert sidebar_notebooks(yaml.safe_load(tool.sidebar_yaml(tmp_path))) == ['index.ipynb', '03_three.ipynb', '06a_extra.ipynb', '10_ten.ipynb']
+    table = tool.syllabus_table(tmp_path)
+    assert [r.split(' | ')[0] for r in table.splitlines()[2:]] == ['| 03', '| 06a', '| 10']
+    assert '| 06a | [An inserted lesson](06a_extra.ipynb) | `code`, then prose #1 | [![Open In Colab]' in table
+    assert f"({tool.colab_url('06a_extra.ipynb', tmp_path)})" in table and tool.colab_url('x.ipynb') == colab_url(
+        tomllib.loads((ROOT / 'pyproject.toml').read_text()), 'x.ipynb')
+    index = json.loads(tool.index_json(tmp_path))
+    assert table in '\n'.join(''.join(c['source']) for c in index['cells'])
+    # a lesson without its syllabus line is named, not left out of the table
+    nb = read_json(path); nb['cells'][1]['source'] = ['# An inserted lesson\n', '\n', '> Between 06 and 07.']
+    path.write_text(json.dumps(nb))
+    with pytest.raises(ValueError, match="06a_extra.ipynb: its title cell has no 'syllabus'"): tool.syllabus_table(tmp_path)
 
 
 def test_readme_is_rendered_from_the_home_page():

@@ -67,12 +67,12 @@ def raw_files_url(root=ROOT) -> str:
     return repo.replace('https://github.com/', 'https://raw.githubusercontent.com/').rstrip('/') + '/main'
 
 
-def render_readme(root=ROOT) -> str:
-    "README.md's text, rendered from the configured readme notebook."
+def render_readme(root=ROOT, nb_path=None) -> str:
+    "README.md's text, rendered from the configured readme notebook (or from `nb_path`, a version of it not yet written)."
     if shutil.which('pandoc') is None:
         raise RuntimeError("pandoc is not installed: `apt-get install pandoc` (Debian/Ubuntu) or see pandoc.org")
     cfg = get_config(root)
-    md = notebook_markdown(cfg.nbs_path / cfg.readme_nb)
+    md = notebook_markdown(nb_path or cfg.nbs_path / cfg.readme_nb)
     run = lambda args, text: subprocess.run(['pandoc', *args], input=text, capture_output=True, text=True, check=True).stdout
     doc = json.loads(run(['-f', 'markdown', '-t', 'json'], md))
     rewrite_links(doc['blocks'], cfg.doc_url, Path(cfg.readme_nb).parent.as_posix())
