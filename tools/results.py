@@ -1,4 +1,4 @@
-"""Copy stored results to the course home: lesson 11's comparison grid and table, and the shipped colorizer's model card (lesson 12).
+"""Copy stored results to the course home: lesson 11's tables (CIFAR-10 test images; held-out ImageNet photos) and gallery, and the shipped colorizer's model card (lesson 12).
 
 The home page (nbs/index.ipynb, and README.md rendered from it) shows the galleries and the tables
 that nbs/11_evaluation.ipynb and nbs/12_inference.ipynb produced in their stored runs, never numbers
@@ -20,9 +20,11 @@ def _code_cells(nb_path=EVALUATION_NB) -> list:
     return [c for c in json.loads(Path(nb_path).read_text())['cells'] if c['cell_type'] == 'code']
 
 
-def _cell(nb_path, start: str) -> dict:
-    "The code cell of `nb_path` whose source starts with `start`."
-    return next(c for c in _code_cells(nb_path) if ''.join(c['source']).startswith(start))
+def _cell(nb_path, needle: str) -> dict:
+    "The one code cell of `nb_path` with a line that starts with `needle`."
+    cells = [c for c in _code_cells(nb_path) if any(line.startswith(needle) for line in ''.join(c['source']).splitlines())]
+    if len(cells) != 1: raise ValueError(f"{len(cells)} code cells of {nb_path} have a line starting {needle!r}; expected one")
+    return cells[0]
 
 
 def _jpeg(cell) -> bytes:
@@ -30,10 +32,10 @@ def _jpeg(cell) -> bytes:
     return base64.b64decode(next(o for o in cell['outputs'] if 'image/jpeg' in o.get('data', {}))['data']['image/jpeg'])
 
 
-def stored_table(nb_path=EVALUATION_NB, start: str = 'table = evaluate_models(checkpoints, dls)') -> dict:
-    "The comparison table of the course's models in the stored outputs: {model: {metric: value}}."
-    cell = _cell(nb_path, start)
-    text = ''.join(next(o for o in cell['outputs'] if 'text/plain' in o.get('data', {}))['data']['text/plain'])
+def stored_table(nb_path=EVALUATION_NB, needle: str = 'table = evaluate_models(checkpoints, test_dls)') -> dict:
+    "The comparison table of the course's models on CIFAR-10's test images in the stored outputs: {model: {metric: value}}."
+    cell = _cell(nb_path, needle)
+    text = ''.join(next(o for o in cell['outputs'] if o.get('output_type') == 'execute_result')['data']['text/plain'])
     header, *rows = text.strip().splitlines()
     cols = header.split()
     table = {}
@@ -52,9 +54,14 @@ def table_markdown(table: dict) -> str:
     return '\n'.join(lines)
 
 
+def photo_table(nb_path=EVALUATION_NB) -> dict:
+    "The same models and the shipped colorizer on held-out ImageNet photos at 64 px, in lesson 11's stored outputs."
+    return stored_table(nb_path, 'photo_table = evaluate_models(photo_models, photo_dls)')
+
+
 def stored_gallery(nb_path=EVALUATION_NB) -> bytes:
-    "The JPEG of the comparison grid (gray | each model | truth) in the stored outputs."
-    return _jpeg(_cell(nb_path, 'fig = comparison_grid(checkpoints'))
+    "The JPEG of lesson 11's grid on held-out ImageNet photos (gray | each model | truth) in the stored outputs."
+    return _jpeg(_cell(nb_path, 'fig = comparison_grid(photo_models'))
 
 
 def shipped_table(nb_path=INFERENCE_NB) -> dict:
@@ -72,5 +79,6 @@ if __name__ == '__main__':
     GALLERY.write_bytes(stored_gallery())
     SHIPPED_GALLERY.write_bytes(shipped_gallery())
     print('The shipped colorizer (nbs/images/shipped.jpg):\n' + table_markdown(shipped_table()))
-    print('\nLesson 11 (nbs/images/gallery.jpg):\n' + table_markdown(stored_table()))
+    print('\nLesson 11, CIFAR-10 test images:\n' + table_markdown(stored_table()))
+    print('\nLesson 11, held-out ImageNet photos (nbs/images/gallery.jpg):\n' + table_markdown(photo_table()))
     sys.exit(0)
