@@ -8,8 +8,9 @@ Docs: https://colorcourse.github.io/colorcourse/training.html.md"""
 __all__ = ['ARCHITECTURES', 'RECIPES', 'records_args', 'conv_bn_relu', 'simple_colorizer', 'reference_batch',
            'check_output_shape', 'ShapeCheck', 'native_bf16', 'add_fast_path', 'colorization_learner', 'ShowGrid',
            'LossRecorder', 'ConstantColor', 'mean_ab', 'train_view', 'train_test_folders', 'whole_images',
-           'score_models', 'arch_config', 'network_of', 'build_from_config', 'save_checkpoint', 'read_checkpoint_info',
-           'load_checkpoint', 'Recipe', 'register_recipe', 'one_cycle', 'constant_rate', 'simple_recipe_learner']
+           'with_test_images', 'score_models', 'arch_config', 'network_of', 'build_from_config', 'save_checkpoint',
+           'read_checkpoint_info', 'load_checkpoint', 'Recipe', 'register_recipe', 'one_cycle', 'constant_rate',
+           'simple_recipe_learner']
 
 # %% ../nbs/04_training.ipynb #8f9dd5e1
 import functools, inspect, json, math, os, tempfile, warnings
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 from fastcore.basics import listify
+from fastai.data.core import DataLoaders
 from fastai.learner import Learner
 from fastai.callback.core import Callback
 from fastai.optimizer import Adam
@@ -239,6 +241,11 @@ def train_test_folders(source) -> tuple:
 def whole_images(source, size: int, bs: int = 256, **kwargs):
     "A loader of every usable image of `source` as an unaugmented whole square of `size` pixels, for scoring."
     return train_view(colorization_dls(source, size=size, bs=bs, valid_pct=0, cache_side=size, **kwargs))
+
+def with_test_images(dls, test_source, **kwargs) -> DataLoaders:
+    "`dls`'s training loader with every image of `test_source` (whole squares) as its validation set, for final scores; `dls` itself if `test_source` is None."
+    if test_source is None: return dls
+    return DataLoaders(dls.train, whole_images(test_source, dls.size, **kwargs))
 
 # %% ../nbs/04_training.ipynb #9a80ab78
 def score_models(dls, models: dict, dl=None, **kwargs):

@@ -133,6 +133,8 @@ def test_home_page_results_are_lesson_11s_stored_results():
     tool = importlib.util.module_from_spec(spec); spec.loader.exec_module(tool)
     assert tool.table_markdown(tool.stored_table()) in index_markdown(), \
         "the results table in index.ipynb differs from 11_evaluation's stored output: run `python tools/results.py` and paste its table"
+    assert tool.table_markdown(tool.photo_table()) in index_markdown(), \
+        "the held-out ImageNet table in index.ipynb differs from 11_evaluation's stored output: run `python tools/results.py` and paste it"
     assert (NBS / 'images' / 'gallery.jpg').read_bytes() == tool.stored_gallery(), "run `python tools/results.py`"
     assert '](images/gallery.jpg)' in index_markdown()
 
