@@ -22,6 +22,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 import torch.nn as nn
+from torch.utils.data import Subset
 from fastcore.basics import listify
 from fastai.data.core import DataLoaders
 from fastai.learner import Learner
@@ -90,10 +91,12 @@ def simple_colorizer(nf: int = 32) -> nn.Sequential:
         nn.Conv2d(nf, 2, 3, padding=1), nn.Tanh())
 
 # %% ../nbs/04_training.ipynb #5141b3af
-def reference_batch(dls, n: int) -> tuple:
-    "The first `n` (L, ab) of the validation set (of the training set if there is none): always the same images."
+def reference_batch(dls, n: int, spread: bool = False) -> tuple:
+    "`n` (L, ab) of the validation set (of the training set if it has none), always the same: the first `n`, or with `spread` `n` spaced evenly over it."
     dl = dls.valid if len(dls.valid.dataset) else dls.train
-    return tuple(t[:n] for t in dl.one_batch())
+    if not spread: return tuple(t[:n] for t in dl.one_batch())
+    picks = torch.linspace(0, len(dl.dataset) - 1, min(n, len(dl.dataset))).round().long().tolist()
+    return tuple(dl.new(dataset=Subset(dl.dataset, picks), bs=len(picks), shuffle=False, drop_last=False).one_batch())
 
 # %% ../nbs/04_training.ipynb #5141b3afb
 def check_output_shape(model: nn.Module, dls):
@@ -136,13 +139,13 @@ def colorization_learner(dls, model: nn.Module, loss_func=None, metrics=None, op
 
 # %% ../nbs/04_training.ipynb #e48e7a27
 class ShowGrid(Callback):
-    "Every `every` epochs, colorize `n` fixed validation images; show and/or save gray | prediction | truth."
+    "Every `every` epochs, colorize `n` fixed validation images (the first, or with `spread` spaced over the set); show and/or save gray | prediction | truth."
     order = 65
-    def __init__(self, n: int = 4, every: int = 1, show: bool = True, save_dir=None, size: float = 1.6):
-        self.n, self.every, self.show, self.save_dir, self.size = n, every, show, save_dir, size
+    def __init__(self, n: int = 4, every: int = 1, show: bool = True, save_dir=None, size: float = 1.6, spread: bool = False):
+        self.n, self.every, self.show, self.save_dir, self.size, self.spread = n, every, show, save_dir, size, spread
         self.history = []
 
-    def before_fit(self): self.L, self.ab = reference_batch(self.dls, self.n)
+    def before_fit(self): self.L, self.ab = reference_batch(self.dls, self.n, self.spread)
 
     def predict(self) -> torch.Tensor:
         "The model's ab for the fixed images, in evaluation mode."
