@@ -55,6 +55,7 @@ def main(argv=None) -> int:
     p.add_argument('--gan-epochs', type=int, default=5)
     p.add_argument('--l1-lr', type=float, default=2e-3)
     p.add_argument('--gan-lr', type=float, default=1.5e-5)
+    p.add_argument('--l1-weight', type=float, default=100., help="weight of L1 next to the adversarial loss in the GAN stage (pix2pix's 100)")
     p.add_argument('--threads', type=int, default=None, help='CPU threads for torch (default: all)')
     p.add_argument('--stage-dir', default=None, help='also keep a checkpoint after each stage here')
     p.add_argument('--seed', type=int, default=42)
@@ -100,14 +101,15 @@ def main(argv=None) -> int:
                         **meta, gan_epochs=0, train_minutes=round(l1_seconds / 60, 1), hardware=hardware(dls.device))
 
     if args.gan_epochs:
-        gan = pix2pix_learner(dls, generator=G, discriminator=PatchDiscriminator(3, args.nf, 3), lr=args.gan_lr)
+        gan = pix2pix_learner(dls, generator=G, discriminator=PatchDiscriminator(3, args.nf, 3), lr=args.gan_lr,
+                              l1_weight=args.l1_weight)
         with gan.no_bar(): fit_pix2pix(gan, args.gan_epochs, args.gan_lr)
         G = as_colorizer(gan)
     seconds = time.perf_counter() - start
     print(f'GAN stage: {(seconds - l1_seconds) / 60:.1f} min; total {seconds / 60:.1f} min', flush=True)
 
     G = G.eval().half()   # fp16 weights: half the file, no visible change in the colours
-    save_checkpoint(out, G, size=args.size, **meta, gan_epochs=args.gan_epochs, gan_lr=args.gan_lr,
+    save_checkpoint(out, G, size=args.size, **meta, gan_epochs=args.gan_epochs, gan_lr=args.gan_lr, l1_weight=args.l1_weight,
                     train_minutes=round(seconds / 60, 1), hardware=hardware(dls.device), torch=torch.__version__,
                     colorcourse=colorcourse.__version__, trained=datetime.now(timezone.utc).strftime('%Y-%m-%d'))
     print(f'wrote {out} ({out.stat().st_size / 2**20:.1f} MiB)')
