@@ -47,6 +47,10 @@ BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
 def read_json(path) -> dict: return json.loads(Path(path).read_text(encoding='utf-8'))
 def write_json(nb: dict) -> str: return json.dumps(nb, indent=1, ensure_ascii=False) + '\n'   # nbdev-clean's format
 def source(cell) -> str: return ''.join(cell['source'])
+def source_lines(text: str) -> list:
+    "A cell's text as the list of lines a notebook stores (each but the last ends with a newline)."
+    lines = text.split('\n')
+    return [l + '\n' for l in lines[:-1]] + ([lines[-1]] if lines[-1] else [])
 
 
 def lesson_paths(root=ROOT) -> list:
@@ -98,8 +102,7 @@ def index_json(root=ROOT) -> str:
     cells = [c for c in nb['cells'] if c['cell_type'] == 'markdown' and table.search(source(c))]
     if len(cells) != 1: raise ValueError(f"nbs/index.ipynb: expected one syllabus table starting with {SYLLABUS_HEADER.splitlines()[0]!r}, found {len(cells)}")
     text = table.sub(lambda m: syllabus_table(root), source(cells[0]), count=1)
-    lines = text.split('\n')
-    cells[0]['source'] = [l + '\n' for l in lines[:-1]] + ([lines[-1]] if lines[-1] else [])
+    cells[0]['source'] = source_lines(text)
     return write_json(nb)
 
 
@@ -129,9 +132,10 @@ def generated(root=ROOT) -> dict:
             root / 'README.md': readme_text(root, index)}
 
 
-def stale(root=ROOT) -> list:
-    "The generated files that differ from what the lessons say."
-    return [p for p, text in generated(root).items() if not p.exists() or p.read_text(encoding='utf-8') != text]
+def stale(root=ROOT, texts: dict = None) -> list:
+    "The generated files that differ from what the lessons say (`texts`: `generated(root)`, when already at hand)."
+    texts = generated(root) if texts is None else texts
+    return [p for p, text in texts.items() if not p.exists() or p.read_text(encoding='utf-8') != text]
 
 
 def new_lesson(name: str, title: str, description: str, teaches: str, root=ROOT) -> Path:
@@ -146,8 +150,7 @@ def new_lesson(name: str, title: str, description: str, teaches: str, root=ROOT)
              ('code', f"#| default_exp {module}"),
              ('markdown', "## Summary\n\n..."), ('markdown', "## Exercises\n\n1. ..."), ('markdown', "## References\n\n- ...")]
     def cell(i, kind, text):
-        lines = text.split('\n')
-        c = dict(cell_type=kind, id=f'{name[:4]}{i:04d}', metadata={}, source=[l + '\n' for l in lines[:-1]] + [lines[-1]])
+        c = dict(cell_type=kind, id=f'{name[:4]}{i:04d}', metadata={}, source=source_lines(text))
         if kind == 'code': c.update(execution_count=None, outputs=[])
         return c
     kernel = dict(display_name='python3', language='python', name='python3')
@@ -170,9 +173,9 @@ def main(argv=None) -> int:
         out = stale()
         if out: print(f"out of date with the lessons: {', '.join(str(p.relative_to(ROOT)) for p in out)}: run `python tools/lessons.py`", file=sys.stderr)
         return 1 if out or bad_setup else 0
-    for path, text in generated().items():
-        if not path.exists() or path.read_text(encoding='utf-8') != text:
-            path.write_text(text, encoding='utf-8'); print(f"wrote {path.relative_to(ROOT)}")
+    texts = generated()
+    for path in stale(texts=texts):
+        path.write_text(texts[path], encoding='utf-8'); print(f"wrote {path.relative_to(ROOT)}")
     return 1 if bad_setup else 0
 
 
