@@ -9,7 +9,8 @@ away without giving up L1's lead over gray. The data is the ImageNet sample
 (`download('imagenet-sample')`: one photo per class, 900 classes); the photos of its seeded 10%
 validation split (seed 42) are held out from training and choose nothing, so lesson 12 can score
 the model on them. The GAN phase's length and rate were chosen among three candidates (none,
-5 epochs at 1.5e-5, 10 at 5e-5) on other photos, the 300 of BSDS500.
+5 epochs at 1.5e-5, 10 at 5e-5) on other photos, the 300 of BSDS500; a later round with a lower
+L1 weight (`--l1-weight 50` or 30) did not replace it (lesson 12's model card says why).
 
 The shipped file was made in two steps (the second starts from the first's L1 checkpoint):
 
