@@ -40,7 +40,7 @@ def test_bad_notebooks_are_named_in_the_error(tmp_path):
         lc.notebook_config(notebook(tmp_path, "cfg = course_config(full=settings, smoke=dict(size=32))"))
     with pytest.raises(ValueError, match=r'nb.ipynb has no course_config'):
         lc.lesson_config(notebook(tmp_path, "x = 1"))
-    with pytest.raises(ValueError, match=r"which must be one of \['full', 'smoke'\] for 06_unet.ipynb; got 'fast'"):
+    with pytest.raises(ValueError, match=r"which must be one of \['full', 'cpu', 'smoke'\] for 06_unet.ipynb; got 'fast'"):
         lc.lesson_config(ROOT / 'nbs' / '06_unet.ipynb', 'fast')
     with pytest.raises(ValueError, match=r"cell 0: `\*\*` in course_config"):
         lc.notebook_config(notebook(tmp_path, "cfg = course_config(full=dict(size=64), smoke=dict(size=32), **common)"))
