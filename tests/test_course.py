@@ -158,7 +158,8 @@ def test_each_lesson_opens_in_colab_from_its_own_badge(lessons, pyproject):
             f"{nb_path.name}: the markdown cell after the title must start with its Colab badge"
 
 
-BUILD_TALK = ('build machine', 'build folder', 'seed report', 'shared with other', 'shared/data')
+BUILD_TALK = ('build machine', 'build folder', 'seed report', 'shared with other', 'shared/data',
+              'site-packages', '/work/')   # the last two: a stored warning that shows where the run's Python lived
 
 def test_lessons_do_not_speak_of_how_the_course_is_built():
     "A student does not know the machines or folders the course was built on: no lesson, README or CONTRIBUTING names them, in prose or in stored outputs."
