@@ -46,9 +46,9 @@ def evaluate_models(models: dict, dls, dl=None, mean_colour=None, **kwargs) -> p
     return score_models(dls, named, dl=dl, **kwargs).drop(columns='loss')
 
 # %% ../nbs/11_evaluation.ipynb #09ff1c56
-def comparison_grid(models: dict, dls, n: int = 4, size: float = 1.3, fontsize: int = 8):
-    "Gray | each named colorizer (see `as_colorizer`) | truth for the first `n` validation photos; returns the figure."
-    L, ab = reference_batch(dls, n)
+def comparison_grid(models: dict, dls, n: int = 4, size: float = 1.3, fontsize: int = 8, spread: bool = False):
+    "Gray | each named colorizer (see `as_colorizer`) | truth for `n` validation photos (the first, or with `spread` spaced over the set); returns the figure."
+    L, ab = reference_batch(dls, n, spread)
     preds = {name: predict_batch(as_colorizer(m), L) for name, m in models.items()}
     cols = [lab_decode(L, torch.zeros_like(ab)), *(lab_decode(L, p) for p in preds.values()), lab_decode(L, ab)]
     fig = show_comparison(*(c.cpu() for c in cols), titles=['gray', *preds, 'truth'], n=n, size=size)
