@@ -86,15 +86,7 @@ def build_peak_factor() -> float:
     return peak / array.nbytes
 
 
-def fits_colab(stem):
-    "The lesson as a parameter; lesson 08's full configuration does not fit (yet), which the test records."
-    if stem != '08_pix2pix': return stem
-    return pytest.param(stem, marks=pytest.mark.xfail(strict=True, reason=(
-        "22,000 COCO photos cached at 320 px are 6.8 GB, and building the cache holds every decoded square in a list before "
-        "np.stack copies them: about twice that at the peak. Fix the configuration or prepare_images, then remove this mark")))
-
-
-@pytest.mark.parametrize('stem', [fits_colab(s) for s in TRAINING])
+@pytest.mark.parametrize('stem', list(TRAINING))
 def test_full_configuration_image_cache_fits_free_colab_ram(stem, build_peak_factor):
     cfg = TRAINING[stem]
     n = lc.DATASET_IMAGES[cfg['dataset']]
