@@ -44,9 +44,24 @@ def hardware(device) -> str:
     return f'{cpu_name()}, {torch.get_num_threads()} thread(s) of {os.cpu_count()} cores, no GPU'
 
 
+def calibrated(G, meta: dict, args):
+    "`G` wrapped in the `ChromaGain` that lesson 12's `choose_gain` picks on `args.calibrate_on` (if given), and `meta` saying so."
+    if not args.calibrate_on: return G, meta
+    from colorcourse.inference import ChromaGain, gain_curve, choose_gain
+    from colorcourse.training import whole_images
+    photos = whole_images(args.calibrate_on, args.size, progress=False, device='cpu')
+    curve = gain_curve(G, photos)
+    gain = choose_gain(curve)
+    print(curve.round(4).to_string(), f'\nchosen gain: {gain}', flush=True)
+    meta = dict(meta, gain=gain, gain_rule='the largest gain keeping half the lead over gray in ab L1 and AuC (choose_gain)',
+                calibration=f'{Path(args.calibrate_on).name}: {len(photos.dataset)} photos as {args.size}-px whole squares',
+                calibration_curve=[[g, *(round(float(v), 4) for v in row)] for g, row in zip(curve.index, curve.values)])
+    return ChromaGain(G, gain).eval(), meta
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    p.add_argument('--data', required=True, help='the ImageNet sample folder (download("imagenet-sample"))')
+    p.add_argument('--data', default=None, help='the ImageNet sample folder (download("imagenet-sample")); needed unless --from-gan')
     p.add_argument('--out', required=True, help='checkpoint to write (.safetensors)')
     p.add_argument('--size', type=int, default=64)
     p.add_argument('--nf', type=int, default=32)
@@ -61,6 +76,8 @@ def main(argv=None) -> int:
     p.add_argument('--stage-dir', default=None, help='also keep a checkpoint after each stage here')
     p.add_argument('--seed', type=int, default=42)
     p.add_argument('--from-l1', default=None, help='skip the L1 stage: start the GAN stage from this L1 checkpoint (--stage-dir writes one)')
+    p.add_argument('--from-gan', default=None, help='skip both stages: calibrate the generator of this checkpoint (the GAN stage\'s output)')
+    p.add_argument('--calibrate-on', default=None, help="choose the model's chroma gain on these photos (a folder; lesson 12's choose_gain)")
     args = p.parse_args(argv)
     if args.threads: torch.set_num_threads(args.threads)
 
@@ -70,10 +87,19 @@ def main(argv=None) -> int:
     from colorcourse.training import colorization_learner
     from colorcourse.pix2pix import pix2pix_generator, pix2pix_learner, PatchDiscriminator, fit_pix2pix
     from colorcourse.evaluation import as_colorizer
-    from colorcourse.inference import save_checkpoint
+    from colorcourse.inference import save_checkpoint, load_colorizer
 
     out = Path(args.out)
     if out.exists(): sys.exit(f'{out} exists; remove it first')
+    if args.from_gan:
+        loaded = load_colorizer(args.from_gan)
+        info, G = loaded.checkpoint, getattr(loaded, 'net', loaded) if type(loaded).__name__ == 'ChromaGain' else loaded
+        args.size = info['size']
+        G, meta = calibrated(G, dict(info['meta']), args)
+        save_checkpoint(out, G.half(), size=args.size, **meta)
+        print(f'wrote {out} ({out.stat().st_size / 2**20:.1f} MiB)')
+        return 0
+    if not args.data: sys.exit('--data is needed to train (all but --from-gan)')
     seed_everything(args.seed)
     dls = colorization_dls(args.data, size=args.size, bs=args.bs, valid_pct=0.1, seed=args.seed, epoch_len=args.epoch_len)
     print(f'{dls.counts.used} usable photos ({dls.counts.gray} gray dropped): {len(dls.train.dataset)} training, '
@@ -109,10 +135,12 @@ def main(argv=None) -> int:
     seconds = time.perf_counter() - start
     print(f'GAN stage: {(seconds - l1_seconds) / 60:.1f} min; total {seconds / 60:.1f} min', flush=True)
 
-    G = G.eval().half()   # fp16 weights: half the file, no visible change in the colours
-    save_checkpoint(out, G, size=args.size, **meta, gan_epochs=args.gan_epochs, gan_lr=args.gan_lr, l1_weight=args.l1_weight,
-                    train_minutes=round(seconds / 60, 1), hardware=hardware(dls.device), torch=torch.__version__,
-                    colorcourse=colorcourse.__version__, trained=datetime.now(timezone.utc).strftime('%Y-%m-%d'))
+    G = G.eval().half().float()   # the weights rounded to fp16, as the file stores them (half the size, no visible change)
+    meta.update(gan_epochs=args.gan_epochs, gan_lr=args.gan_lr, l1_weight=args.l1_weight,
+                train_minutes=round(seconds / 60, 1), hardware=hardware(dls.device), torch=torch.__version__,
+                colorcourse=colorcourse.__version__, trained=datetime.now(timezone.utc).strftime('%Y-%m-%d'))
+    G, meta = calibrated(G, meta, args)
+    save_checkpoint(out, G.half(), size=args.size, **meta)
     print(f'wrote {out} ({out.stat().st_size / 2**20:.1f} MiB)')
     return 0
 
