@@ -55,7 +55,7 @@ def calibrated(G, meta: dict, args):
     print(curve.round(4).to_string(), f'\nchosen gain: {gain}', flush=True)
     meta = dict(meta, gain=gain, gain_rule='the largest gain keeping half the lead over gray in ab L1 and AuC (choose_gain)',
                 calibration=f'{Path(args.calibrate_on).name}: {len(photos.dataset)} photos as {args.size}-px whole squares',
-                calibration_curve=[[g, *(round(float(v), 4) for v in row)] for g, row in zip(curve.index, curve.values)])
+                calibration_curve=[[g, *(round(float(v), 6) for v in row)] for g, row in zip(curve.index, curve.values)])
     return ChromaGain(G, gain).eval(), meta
 
 
