@@ -224,9 +224,10 @@ def _demo(args) -> int:
     cfg = demo_config(default_device())
     if args.epochs is not None: cfg['epochs'] = args.epochs
     shipped = pretrained(default_device())
-    meta = shipped.checkpoint['meta']
+    meta, info = shipped.checkpoint['meta'], shipped.checkpoint
+    arch = info['arch'] if info['arch'] != 'ChromaGain' else f"{info['args']['net']['arch']} with a chroma gain of {info['args']['gain']:g}"
     every = load_data('sample', cfg['size'], cfg['bs'], None, valid_pct=0.)
-    print(f"colorcourse demo, on {device_summary(every.device)}\n\n1. The shipped colorizer ({shipped.checkpoint['arch']}, "
+    print(f"colorcourse demo, on {device_summary(every.device)}\n\n1. The shipped colorizer ({arch}, "
           f"trained on {meta['data_images']} ImageNet photos) on the {every.counts.used} photos of scikit-image, none of which "
           f"it trained on ({cfg['size']} px, whole photos; mean colour: these photos' own average; {_SCORES_KEY}):\n"
           f"{score_table(every, {'shipped colorizer': shipped}, dl=train_view(every)).to_string()}\n")
