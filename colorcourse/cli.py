@@ -80,16 +80,20 @@ def _colorize_options(p: argparse.ArgumentParser):
     p.add_argument('--checkpoint', default=None, help='a checkpoint written by `colorcourse train`, `demo` or save_checkpoint '
                    '(default: the colorizer shipped with the package)')
     p.add_argument('--size', type=int, default=None, help="the size to predict colour at, 16 to 2048 (default: the model's training size)")
+    p.add_argument('--gain', type=float, default=None, help="chroma gain, 0 to 4: the network's colours times this; above 1 more colour, "
+                   "below 1 less (default: the model's own; the shipped colorizer's is 1.15)")
     p.add_argument('--suffix', default='_color', help='appended to each output name (default: _color)')
     p.add_argument('--force', action='store_true', help='overwrite existing output files (inputs are never overwritten)')
 
 def _colorize(args) -> int:
     "Colorize the input photos with the checkpoint's model, or with the shipped colorizer."
-    from colorcourse.inference import load_colorizer, pretrained, colorize_files, expand_inputs, plan_outputs, check_writable_folder
+    from colorcourse.inference import load_colorizer, pretrained, colorize_files, expand_inputs, plan_outputs, check_writable_folder, with_gain
     _check_range('size', args.size, 16, 2048)
+    _check_range('gain', args.gain, 0, 4)
     files = expand_inputs(args.inputs)
     plan_outputs(files, args.out_dir, args.force, args.suffix)
     model = pretrained() if args.checkpoint is None else load_colorizer(args.checkpoint)
+    if args.gain is not None: model = with_gain(model, args.gain)
     check_writable_folder(args.out_dir, create=False)   # created by colorize_files, and removed again if nothing gets written
     written = colorize_files(files, args.out_dir, model, args.size, args.force, args.suffix, progress=sys.stdout.isatty())   # the bar prints to stdout
     print(f"colorized {len(written)} photo(s) into {args.out_dir} with {'the shipped colorizer' if args.checkpoint is None else args.checkpoint}")

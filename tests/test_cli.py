@@ -191,3 +191,24 @@ def test_train_runs_the_lessons_recipe_objects(tmp_path, monkeypatch):
     dls = colorization_dls('sample', size=32, bs=4, epoch_len=8, valid_pct=0.3, progress=False)
     cli.train_and_save('dcgan', dls, 2, tmp_path / 'd.safetensors', nf=4, quiet=True)
     assert seen == [('UnetGenerator', 'DCGANDiscriminator', 2, 2e-4)]
+
+
+def test_colorize_gain_sets_how_much_colour_the_shipped_colorizer_paints(console_script, workspace, tmp_path):
+    "--gain 0 gives the gray photo back, and a larger gain paints more colour than the shipped colorizer's own 1.15."
+    import numpy as np, torch
+    from colorcourse.lab import rgb_to_lab
+    chroma = lambda p: rgb_to_lab(torch.from_numpy(np.array(Image.open(p).convert('RGB'))).permute(2, 0, 1).float() / 255)[1:].abs().mean().item()
+    outs = {}
+    for gain in (None, '0', '2'):
+        out = tmp_path / f'gain{gain}'
+        r = run(console_script, 'colorize', workspace / 'photos' / 'astronaut.png', '-o', out, *(['--gain', gain] if gain else []))
+        assert r.returncode == 0, r.stderr
+        outs[gain] = chroma(out / 'astronaut_color.png')
+    assert outs['0'] < 1.0 < outs[None] < outs['2'], outs   # ab in Lab units: gray (up to 8-bit rounding), shipped, bolder
+
+
+@pytest.mark.parametrize('gain', ['-0.5', '4.5', 'nan'])
+def test_colorize_gain_out_of_range(console_script, workspace, tmp_path, gain):
+    r = run(console_script, 'colorize', workspace / 'photos', '-o', tmp_path / 'out', f'--gain={gain}')
+    one_line_error(r, '--gain must be at least 0 and at most 4')
+    assert not (tmp_path / 'out').exists()

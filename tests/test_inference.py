@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from colorcourse.inference import (ARCHITECTURES, COLORIZERS, arch_config, build_from_config, colorize, load_checkpoint,
+from colorcourse.inference import (ARCHITECTURES, COLORIZERS, ChromaGain, arch_config, build_from_config, colorize, load_checkpoint,
                                    load_colorizer, save_checkpoint)
 from colorcourse.training import simple_colorizer, ConstantColor
 from colorcourse.cnn import plain_cnn, ColorCNN, ABQuantizer
@@ -26,6 +26,7 @@ SMALL = {
     'RGBColorizer': lambda: RGBColorizer(UnetGenerator(1, 3, 5, 8)),
     'ResnetGenerator': lambda: ResnetGenerator(nf=8, n_blocks=2),
     'resnet_unet': lambda: resnet_unet('resnet18', pretrained=False, size=32),
+    'ChromaGain': lambda: ChromaGain(pix2pix_generator(32, nf=8), 1.3),
     'DCGANDiscriminator': lambda: DCGANDiscriminator(3, 32, 8),
     'PatchDiscriminator': lambda: PatchDiscriminator(3, 8, 2, norm='spectral'),
     'PixelDiscriminator': lambda: PixelDiscriminator(3, 8),
