@@ -15,6 +15,7 @@ import functools, json, os, tempfile, warnings
 from pathlib import Path
 from typing import Optional, Union
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -77,9 +78,8 @@ def with_gain(model, gain: float) -> ChromaGain:
 # %% ../nbs/12_inference.ipynb #1cebf2bc
 GAINS = (1., 1.05, 1.1, 1.15, 1.2, 1.3, 1.4, 1.5)
 
-def gain_curve(model, dl, gains=GAINS) -> 'pd.DataFrame':
+def gain_curve(model, dl, gains=GAINS) -> pd.DataFrame:
     "ab L1, AuC and colourfulness (a fraction of the truth's) of `model`'s ab times each of `gains` on `dl`'s photos; gain 0 is gray."
-    import pandas as pd
     net, Ls, abs_, preds = as_colorizer(model), [], [], []
     for L, ab in dl: Ls.append(L.float().cpu()); abs_.append(ab.float().cpu()); preds.append(predict_ab(net, L).float().cpu())
     L, ab, pred = torch.cat(Ls), torch.cat(abs_), torch.cat(preds)
