@@ -23,7 +23,7 @@ def photos(tmp_path_factory):
     return folder
 
 
-def test_calibrating_the_shipped_generator_gives_back_the_shipped_gain_rule(photos, tmp_path):
+def test_calibrating_the_shipped_generator_records_the_gain_its_rule_picks(photos, tmp_path):
     out = tmp_path / 'calibrated.safetensors'
     r = train_pretrained('--from-gan', pretrained_path(), '--calibrate-on', photos, '--out', out, '--threads', 1)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -54,6 +54,8 @@ def test_both_stages_train_and_record_themselves_at_a_tiny_size(photos, tmp_path
     with torch.no_grad(): assert model(torch.zeros(1, 1, 32, 32)).shape == (1, 2, 32, 32)
 
 
-def test_training_without_data_is_refused(tmp_path):
+def test_training_without_data_or_calibrating_without_photos_is_refused(tmp_path):
     r = train_pretrained('--out', tmp_path / 'x.safetensors')
     assert r.returncode != 0 and '--data is needed' in r.stderr and not (tmp_path / 'x.safetensors').exists()
+    r = train_pretrained('--from-gan', pretrained_path(), '--out', tmp_path / 'x.safetensors')
+    assert r.returncode != 0 and 'give --calibrate-on' in r.stderr and not (tmp_path / 'x.safetensors').exists()

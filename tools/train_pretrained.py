@@ -48,6 +48,9 @@ def hardware(device) -> str:
     return f'{cpu_name()}, {torch.get_num_threads()} thread(s) of {os.cpu_count()} cores, no GPU'
 
 
+GAIN_KEYS = ('gain', 'gain_rule', 'calibration', 'calibration_curve')   # what `calibrated` adds to the metadata
+
+
 def calibrated(G, meta: dict, args):
     "`G` wrapped in the `ChromaGain` that lesson 12's `choose_gain` picks on `args.calibrate_on` (if given), and `meta` saying so."
     if not args.calibrate_on: return G, meta
@@ -100,10 +103,12 @@ def main(argv=None) -> int:
     out = Path(args.out)
     if out.exists(): sys.exit(f'{out} exists; remove it first')
     if args.from_gan:
+        if not args.calibrate_on: sys.exit('--from-gan only calibrates a generator: give --calibrate-on PHOTOS too')
         loaded = load_colorizer(args.from_gan)
         info, G = loaded.checkpoint, getattr(loaded, 'net', loaded) if type(loaded).__name__ == 'ChromaGain' else loaded
         args.size = info['size']
-        G, meta = calibrated(G, dict(info['meta']), args)
+        meta = {k: v for k, v in info['meta'].items() if k not in GAIN_KEYS}   # a gain it had is replaced, not multiplied
+        G, meta = calibrated(G, meta, args)
         save_checkpoint(out, G.half(), size=args.size, **meta)
         print(f'wrote {out} ({out.stat().st_size / 2**20:.1f} MiB)')
         return 0
