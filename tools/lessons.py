@@ -29,16 +29,27 @@ from fastcore.nbio import md_frontmatter
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# The first cell of every notebook: hidden in the docs, installs colorcourse only in Colab (never torch), says whether a GPU is present.
+# The first cell of every notebook: hidden in the docs; in Colab it installs colorcourse (never torch) from the package
+# index, or, before the first release is there, from the GitHub repository (at the version's tag when it has one, else
+# main); it says whether a GPU is present. tests/test_course.py runs it offline against a local index and git repository.
+def course_version(root=ROOT) -> str:
+    "The package's version, as colorcourse/__init__.py states it."
+    return re.search(r'__version__\s*=\s*["\']([^"\']+)', (Path(root) / 'colorcourse' / '__init__.py').read_text()).group(1)
+
+
 SETUP_CELL = """#| hide
 # Setup: in Colab, install the course package (Colab's own torch stays as it is); elsewhere nothing is installed.
 import sys, subprocess
 if 'google.colab' in sys.modules:
-    subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', 'colorcourse'], check=True)
+    repo, version = 'https://github.com/colorcourse/colorcourse', '@VERSION@'
+    for spec in ('colorcourse', f'colorcourse @ git+{repo}@v{version}', f'colorcourse @ git+{repo}'):   # the index, the tag, main
+        pip = subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', spec], capture_output=True, text=True)
+        if pip.returncode == 0: break
+    else: raise RuntimeError(f'could not install colorcourse from the package index or from {repo}:\\n{pip.stderr[-2000:]}')
 %config InlineBackend.figure_formats = ['jpeg']  # photos stored as JPEG keep notebooks and docs small
 import torch
 print('GPU:', torch.cuda.get_device_name(0) if torch.cuda.is_available()
-      else 'none, so this notebook runs on the CPU (in Colab: Runtime > Change runtime type > GPU)')"""
+      else 'none, so this notebook runs on the CPU (lessons that train: Runtime > Change runtime type > GPU)')""".replace('@VERSION@', course_version())
 
 SYLLABUS_HEADER = "| # | Lesson | What it teaches | Open |\n|---|---|---|---|"
 BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
@@ -118,6 +129,19 @@ def readme_text(root=ROOT, index_text: str = None) -> str:
         return tool.render_readme(root, nb)
 
 
+def write_setup_cells(root=ROOT) -> list:
+    "Make SETUP_CELL the first cell of every notebook whose first cell is an older setup cell; the names of those rewritten."
+    fixed = []
+    for name in setup_cell_problems(root):
+        path = Path(root) / 'nbs' / name
+        nb = read_json(path)
+        first = nb['cells'][0]
+        if first['cell_type'] != 'code' or not source(first).startswith('#| hide\n# Setup:'): continue   # not a setup cell: left for a person
+        first['source'], first['outputs'], first['execution_count'] = source_lines(SETUP_CELL), [], None
+        path.write_text(write_json(nb), encoding='utf-8'); fixed.append(name)
+    return fixed
+
+
 def setup_cell_problems(root=ROOT) -> list:
     "Notebooks (the home page too) whose first cell is not exactly SETUP_CELL."
     nbs = sorted(p for p in (Path(root) / 'nbs').glob('*.ipynb') if not p.name.startswith('_'))
@@ -167,6 +191,8 @@ def main(argv=None) -> int:
         if len(argv) != 5: print(__doc__, file=sys.stderr); return 2
         print(f"wrote {new_lesson(*argv[1:]).relative_to(ROOT)}: write the lesson, then run `python tools/lessons.py`")
         return 0
+    if '--check' not in argv:
+        for name in write_setup_cells(): print(f"wrote the setup cell of nbs/{name}")
     bad_setup = setup_cell_problems()
     if bad_setup: print(f"the first cell of {', '.join(bad_setup)} is not the setup cell (SETUP_CELL in tools/lessons.py): copy it exactly", file=sys.stderr)
     if '--check' in argv:
