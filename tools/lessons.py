@@ -51,6 +51,37 @@ import torch
 print('GPU:', torch.cuda.get_device_name(0) if torch.cuda.is_available()
       else 'none, so this notebook runs on the CPU (lessons that train: Runtime > Change runtime type > GPU)')""".replace('@VERSION@', course_version())
 
+# The lessons that train models, by number: only these ask Colab for a GPU runtime (notebook metadata `accelerator`).
+TRAINING_LESSONS = ('04', '05', '06', '07', '08', '09', '10', '11', '12b', '13')
+
+
+def wants_gpu(nb_name: str) -> bool:
+    "Whether the notebook `nb_name` trains models, and so asks Colab for a GPU."
+    number = re.match(r'(\d+[a-z]?)_', nb_name)
+    return bool(number) and number.group(1) in TRAINING_LESSONS
+
+
+def colab_metadata(nb: dict, nb_name: str) -> dict:
+    "`nb`'s metadata with Colab's GPU hint set for a lesson that trains and removed for one that does not."
+    meta = dict(nb['metadata'])
+    colab = {k: v for k, v in meta.get('colab', {}).items() if k != 'gpuType'}
+    meta.pop('accelerator', None)
+    if wants_gpu(nb_name): meta['accelerator'], colab['gpuType'] = 'GPU', 'T4'
+    meta['colab'] = {'provenance': [], **colab}
+    return meta
+
+
+def write_colab_metadata(root=ROOT) -> list:
+    "Give every notebook the GPU hint `colab_metadata` says; the names of those changed."
+    changed = []
+    for path in sorted((Path(root) / 'nbs').glob('*.ipynb')):
+        if path.name.startswith('_'): continue
+        nb = read_json(path)
+        meta = colab_metadata(nb, path.name)
+        if meta != nb['metadata']: nb['metadata'] = meta; path.write_text(write_json(nb), encoding='utf-8'); changed.append(path.name)
+    return changed
+
+
 SYLLABUS_HEADER = "| # | Lesson | What it teaches | Open |\n|---|---|---|---|"
 BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
 
@@ -179,7 +210,8 @@ def new_lesson(name: str, title: str, description: str, teaches: str, root=ROOT)
         return c
     kernel = dict(display_name='python3', language='python', name='python3')
     nb = dict(cells=[cell(i, k, t) for i, (k, t) in enumerate(cells)], nbformat=4, nbformat_minor=5,
-              metadata=dict(accelerator='GPU', colab=dict(gpuType='T4', provenance=[]), kernelspec=kernel))
+              metadata=dict(kernelspec=kernel))
+    nb['metadata'] = colab_metadata(nb, path.name)
     path.write_text(write_json(nb), encoding='utf-8')
     return path
 
@@ -193,6 +225,7 @@ def main(argv=None) -> int:
         return 0
     if '--check' not in argv:
         for name in write_setup_cells(): print(f"wrote the setup cell of nbs/{name}")
+        for name in write_colab_metadata(): print(f"wrote Colab's GPU hint of nbs/{name}")
     bad_setup = setup_cell_problems()
     if bad_setup: print(f"the first cell of {', '.join(bad_setup)} is not the setup cell (SETUP_CELL in tools/lessons.py): copy it exactly", file=sys.stderr)
     if '--check' in argv:
