@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+from fastai.callback.core import Callback
 from fastai.callback.tracker import SaveModelCallback
 
 from colorcourse.core import seed_everything
@@ -75,3 +76,43 @@ def test_mixed_precision_picks_fp16_where_bf16_is_only_emulated(monkeypatch):
     assert native_bf16() is False
     monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda including_emulation=True: True)                   # an H100
     assert native_bf16() is True
+
+
+class AutocastSeen(Callback):
+    "Records whether the CPU's bfloat16 autocast is open during each forward pass."
+    order = 15
+    def before_fit(self): self.states = set()
+    def after_pred(self):
+        self.states.add(torch.is_autocast_enabled('cpu') and torch.get_autocast_dtype('cpu') == torch.bfloat16)
+
+
+def _losses_on_the_cpu(dls, fast: bool, bf16: bool, steps: int = 3) -> tuple:
+    "Train the same small model from the same seed on the same batches; its losses and the Learner's callbacks."
+    seed_everything(0)
+    dls.train.reseed(0)
+    losses, seen = LossRecorder(), AutocastSeen()
+    learn = quiet(colorization_learner(dls, simple_colorizer(16), cbs=[losses, seen], fast=fast, bf16=bf16))
+    learn.fit(steps, lr=2e-3)
+    assert seen.states == {bool(bf16 and fast)}, seen.states     # bfloat16 autocast open for every forward pass, or never
+    assert not torch.is_autocast_enabled('cpu')                  # and closed after training
+    return losses.series('loss'), [type(cb).__name__ for cb in learn.cbs]
+
+
+def test_bf16_cpu_training_tracks_float32(dls):
+    "The CPU fast path in bfloat16 follows float32's loss curve over a short run (3 epochs of 8 batches), within bfloat16's precision."
+    fp32, cbs32 = _losses_on_the_cpu(dls, fast=False, bf16=False)
+    bf16, cbs16 = _losses_on_the_cpu(dls, fast=True, bf16=True)
+    assert 'CPUMixedPrecision' in cbs16 and 'ChannelsLast' in cbs16 and 'CPUMixedPrecision' not in cbs32
+    assert len(bf16) == len(fp32) == 24
+    assert np.abs(bf16 - fp32).max() < 0.05 * fp32.max(), (bf16, fp32)      # step for step, within 5% of the loss scale
+    assert bf16[-8:].mean() < 0.9 * bf16[:8].mean(), "bfloat16 training must learn too"
+    assert abs(bf16[-8:].mean() - fp32[-8:].mean()) < 0.05 * fp32[-8:].mean()
+
+
+def test_fast_path_on_a_cpu_without_native_bf16_stays_float32(dls, monkeypatch):
+    from colorcourse import training
+    monkeypatch.setattr(training, 'native_bf16', lambda device='cuda': False)
+    cbs = [type(cb).__name__ for cb in quiet(colorization_learner(dls, simple_colorizer(8), fast=True)).cbs]
+    assert 'ChannelsLast' in cbs and 'CPUMixedPrecision' not in cbs and 'MixedPrecision' not in cbs
+    monkeypatch.setattr(training, 'native_bf16', lambda device='cuda': True)
+    assert 'CPUMixedPrecision' in [type(cb).__name__ for cb in quiet(colorization_learner(dls, simple_colorizer(8), fast=True)).cbs]
