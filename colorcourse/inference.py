@@ -11,7 +11,7 @@ __all__ = ['COLORIZERS', 'GAINS', 'PRETRAINED_FILE', 'load_colorizer', 'ChromaGa
            'UploadColorizer']
 
 # %% ../nbs/12_inference.ipynb #0861babc
-import functools, json, os, tempfile, warnings
+import functools, json, os, tempfile, threading, warnings, weakref
 from pathlib import Path
 from typing import Optional, Union
 import numpy as np
@@ -144,12 +144,19 @@ def model_input_size(width: int, height: int, size: int, multiple: int = 32, max
     return side(min(width * scale, max_aspect * size)), side(min(height * scale, max_aspect * size))
 
 # %% ../nbs/12_inference.ipynb #98066ad3
+_PREDICT_LOCKS, _LOCKS_LOCK = weakref.WeakKeyDictionary(), threading.Lock()
+
+def _predict_lock(net: nn.Module) -> threading.RLock:
+    "The lock of `net`'s predictions: one call at a time switches it to eval mode and back."
+    with _LOCKS_LOCK: return _PREDICT_LOCKS.setdefault(net, threading.RLock())
+
 def predict_ab(model, L: torch.Tensor) -> torch.Tensor:
     "Lesson 11's `predict_batch` with a tool's checks: L `(B,1,H,W)` goes to the model's device; anything but a colorizer is refused."
     net = as_colorizer(model)
     if L.ndim != 4 or L.shape[1] != 1: raise ValueError(f"L must be (B, 1, H, W); got shape {tuple(L.shape)}")
     device = next(iter(net.parameters()), torch.empty(0)).device
-    try: ab = predict_batch(net, L.to(device))
+    try:
+        with _predict_lock(net): ab = predict_batch(net, L.to(device))   # another thread's call never sees the mode switched
     except (torch.OutOfMemoryError, MemoryError) as e:
         raise MemoryError(f"not enough memory on {device} to predict at {L.shape[-1]}x{L.shape[-2]} pixels") from e
     except RuntimeError as e:
@@ -176,6 +183,8 @@ def colorize(image, model=None, size: Optional[int] = None, strip_rows: int = 25
     size = size or getattr(net, 'checkpoint', {}).get('size')
     if not size: raise ValueError("pass size=, the image size the model was trained at (a loaded checkpoint knows it)")
     size = _checked_size(size)
+    if isinstance(strip_rows, bool) or not isinstance(strip_rows, (int, np.integer)) or strip_rows < 1:
+        raise ValueError(f"strip_rows must be a whole number of rows, at least 1; got {strip_rows!r}")
     img = open_image(image, rgb=False)   # lesson 02's reader, keeping the mode: an alpha channel comes back
     alpha = img.getchannel(img.getbands()[-1]) if img.mode in ('RGBA', 'LA', 'PA', 'RGBa', 'La') else None   # not LAB's a* band, named 'A' too
     rgb = np.array(to_rgb(img))   # a writable copy, which torch.from_numpy can share
@@ -203,6 +212,7 @@ def expand_inputs(inputs) -> list:
             if not found: raise ValueError(f"no images in the folder {path} (looked for {', '.join(IMAGE_EXTENSIONS)})")
             files += found
         elif path.is_file(): files.append(path)
+        elif str(item) == '-' or path.exists(): raise ValueError(f"{item} is not a photo file (standard input, pipes and devices are not read)")
         else: raise FileNotFoundError(f"no such file or folder: {path}")
     unique = {}   # by the file, not its spelling: photos/a.jpg and photos/../photos/a.jpg are one photo
     for f in files: unique.setdefault(f.resolve(), f)
@@ -217,6 +227,8 @@ def output_path(src: Path, out_dir: Path, suffix: str = '_color') -> Path:
 def plan_outputs(files: list, out_dir, force: bool = False, suffix: str = '_color') -> list:
     "The output path of each input, checked: no two alike, never an input, no existing file unless `force`."
     out_dir = Path(out_dir).expanduser()
+    if any(s in suffix for s in ('/', os.sep, os.altsep or '/', '\0')):
+        raise ValueError(f"the suffix {suffix!r} holds a path separator: outputs stay in the output folder (--suffix takes a name part such as _color)")
     outs = [output_path(f, out_dir, suffix) for f in files]
     inputs = {f.resolve() for f in files}
     for f, o in zip(files, outs):
@@ -238,27 +250,33 @@ def save_image(img: Image.Image, path: Path, exif: Optional[bytes] = None):
     fmt = 'JPEG' if path.suffix == '.jpg' else 'PNG'
     _write_atomically(path, lambda tmp: img.save(tmp, format=fmt, **kwargs))
 
+def _write_error(dest: Path, e: OSError) -> str:
+    "What went wrong writing `dest`, naming `dest` (never a temporary file)."
+    return str(e) if str(dest) in str(e) and '.part' not in str(e) else f"cannot write {dest}: {e.strerror or e}"
+
 def colorize_files(inputs, out_dir, model=None, size: Optional[int] = None, force: bool = False, suffix: str = '_color',
                    progress: bool = True) -> list:
-    "Colorize every readable photo in `inputs` (files or folders) into `out_dir` with `model` (default: the shipped one); returns the paths written. Then a `ValueError` names any unreadable one."
+    "Colorize every readable photo in `inputs` (files or folders) into `out_dir` with `model` (default: the shipped one); returns the paths written. Then a `ValueError` names any photo that could not be read or written."
     files = expand_inputs(inputs)
+    if isinstance(model, (str, Path)): model = load_colorizer(model)   # once, not once per photo
     outs = plan_outputs(files, out_dir, force, suffix)
     new_folders = _missing_folders(Path(out_dir).expanduser())
     check_writable_folder(out_dir)
-    written, unreadable = [], []
+    written, skipped = [], []
     try:
         for src, dest in zip(progress_bar(files) if progress else files, outs):
-            try: img = open_image(src, rgb=False)
-            except ValueError as e: unreadable.append(str(e)); continue   # one bad photo must not cost the others
+            try: img = open_image(src, rgb=False)   # one bad photo must not cost the others: unreadable, or gone since
+            except (ValueError, OSError) as e: skipped.append(str(e)); continue
             exif = img.getexif()
             if exif: exif[0x0112] = 1   # the pixels are upright now
-            save_image(colorize(img, model, size), dest, exif.tobytes() if exif else None)
+            try: save_image(colorize(img, model, size), dest, exif.tobytes() if exif else None)
+            except OSError as e: skipped.append(_write_error(dest, e)); continue   # a name too long, a disk error: this photo only
             written.append(dest)
     finally:
         if not written: _remove_if_empty(new_folders)
-    if unreadable:
-        err = ValueError(f"colorized {len(written)} of {len(files)} photo(s) into {out_dir}; skipped {len(unreadable)}: "
-                         f"{'; '.join(unreadable)} (fix and colorize those alone: their outputs do not exist)")
+    if skipped:
+        err = ValueError(f"colorized {len(written)} of {len(files)} photo(s) into {out_dir}; skipped {len(skipped)}: "
+                         f"{'; '.join(skipped)} (fix and colorize those alone: their outputs do not exist)")
         err.written = written
         raise err
     return written
@@ -275,7 +293,7 @@ class UploadColorizer:
         try:
             img = Image.open(BytesIO(data))
             img.load()
-        except (UnidentifiedImageError, OSError, SyntaxError) as e: raise ValueError(f"{name} is not an image PIL can read: {e}") from e
+        except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as e: raise ValueError(f"{name} is not an image PIL can read: {e}") from e
         gray = to_rgb(ImageOps.exif_transpose(img)).convert('L')
         self.result = colorize(gray, self.model, self.size)
         return gray, self.result

@@ -384,6 +384,19 @@ def bench_options(p: argparse.ArgumentParser):
     p.add_argument('--output', default=None, help='also write the JSON to this file (a new file, checked before the benchmark runs)')
     p.add_argument('--force', action='store_true', help='overwrite --output if it exists')
 
+def _bench_device(name: Optional[str]) -> Optional[str]:
+    "`--device` checked: a device type torch knows that can hold data (cpu, cuda, mps), present on this machine."
+    if name is None: return None
+    try: device = torch.device(name)
+    except (RuntimeError, ValueError) as e: raise ValueError(f"--device {name} is not a device torch knows; use cpu, cuda, cuda:N or mps") from e
+    if device.type not in ('cpu', 'cuda', 'mps'): raise ValueError(f"--device {name}: bench runs on cpu, cuda or mps only")
+    if device.type == 'cuda' and not torch.cuda.is_available(): raise ValueError(f"--device {name}: there is no CUDA GPU here; use --device cpu")
+    if device.type == 'cuda' and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s), numbered from 0")
+    mps = getattr(torch.backends, 'mps', None)
+    if device.type == 'mps' and not (mps is not None and mps.is_available()): raise ValueError(f"--device {name}: there is no Apple GPU (MPS) here")
+    return name
+
 def bench_command(args) -> int:
     "Run the benchmark with the parsed options, print its JSON to stdout; returns 0."
     import sys
@@ -394,6 +407,7 @@ def bench_command(args) -> int:
         raise ValueError(f"--sizes must be image sizes from 32 to 2048 pixels; got {args.sizes}")
     for option, value, low, high in (('batch-size', args.batch_size, 1, 65536), ('steps', args.steps, 1, 10_000), ('nf', args.nf, 1, 1024)):
         if value is not None and not low <= value <= high: raise ValueError(f"--{option} must be from {low} to {high}; got {value}")
+    device = _bench_device(args.device)
     if args.peak_tflops is not None and not args.peak_tflops > 0: raise ValueError(f"--peak-tflops must be above 0; got {args.peak_tflops}")
     out = Path(args.output).expanduser() if args.output else None
     if out is not None:   # checked now: the benchmark takes minutes, and its end must not find a file in the way
@@ -401,7 +415,7 @@ def bench_command(args) -> int:
         if out.exists() and not args.force: raise ValueError(f"{out} exists; pass --force to overwrite it")
         check_writable_folder(out.parent, create=False)
     if args.peak_tflops: PEAK_TFLOPS_OVERRIDE[0] = args.peak_tflops
-    res = run_bench(args.sizes, args.models, args.batch_size, args.steps, args.nf, args.quick, args.compile, args.data, args.device,
+    res = run_bench(args.sizes, args.models, args.batch_size, args.steps, args.nf, args.quick, args.compile, args.data, device,
                     log=lambda part: print(f'bench: {part} ...', file=sys.stderr, flush=True))
     text = json.dumps(res, indent=1)
     print(text)   # first: should the file fail, the result is still on the screen

@@ -6,11 +6,11 @@ Docs: https://colorcourse.github.io/colorcourse/training.html.md"""
 
 # %% auto #0
 __all__ = ['ARCHITECTURES', 'RECIPES', 'records_args', 'conv_bn_relu', 'simple_colorizer', 'reference_batch',
-           'check_output_shape', 'ShapeCheck', 'native_bf16', 'add_fast_path', 'colorization_learner', 'ShowGrid',
-           'LossRecorder', 'ConstantColor', 'mean_ab', 'train_view', 'train_test_folders', 'whole_images',
-           'with_test_images', 'score_models', 'arch_config', 'network_of', 'build_from_config', 'save_checkpoint',
-           'read_checkpoint_info', 'load_checkpoint', 'Recipe', 'register_recipe', 'one_cycle', 'constant_rate',
-           'simple_recipe_learner']
+           'check_output_shape', 'ShapeCheck', 'native_bf16', 'CPUMixedPrecision', 'add_fast_path',
+           'colorization_learner', 'ShowGrid', 'LossRecorder', 'ConstantColor', 'mean_ab', 'train_view',
+           'train_test_folders', 'whole_images', 'with_test_images', 'score_models', 'arch_config', 'network_of',
+           'build_from_config', 'save_checkpoint', 'read_checkpoint_info', 'load_checkpoint', 'Recipe',
+           'register_recipe', 'one_cycle', 'constant_rate', 'simple_recipe_learner']
 
 # %% ../nbs/04_training.ipynb #8f9dd5e1
 import functools, inspect, json, math, os, tempfile, warnings
@@ -117,25 +117,43 @@ class ShapeCheck(Callback):
     def before_fit(self): check_output_shape(self.model, self.dls)
 
 # %% ../nbs/04_training.ipynb #9f0812f4
-def native_bf16() -> bool:
-    "Whether the CUDA GPU computes in bfloat16 natively (an A100, H100...); a T4 only emulates it, far slower than float16."
-    return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+def native_bf16(device='cuda') -> bool:
+    "Whether `device` computes in bfloat16 natively: a CUDA GPU like an A100 or H100 (a T4 only emulates it), a CPU with AVX512-BF16 or AMX."
+    kind = torch.device(device).type
+    if kind == 'cuda': return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+    if kind == 'cpu': return any(getattr(torch.cpu, f, lambda: False)() for f in ('_is_avx512_bf16_supported', '_is_amx_tile_supported'))
+    return False
 
-def add_fast_path(learn: Learner, fast: bool = False) -> Learner:
-    "If `fast` and the data is on a CUDA GPU, fastai's mixed precision (bfloat16 where the GPU has it natively, else float16) and `ChannelsLast`."
-    if not fast or getattr(getattr(learn.dls, 'device', None), 'type', None) != 'cuda': return learn
-    if not hasattr(learn, 'mixed_precision'): learn = learn.to_bf16() if native_bf16() else learn.to_fp16()
+class CPUMixedPrecision(Callback):
+    "bfloat16 autocast on the CPU for the forward pass and the loss; no loss scaling (bfloat16 has float32's range)."
+    order = 10   # where fastai's MixedPrecision sits: the GAN callback of lesson 07 runs D under the same autocast
+    def before_batch(self): self.autocast = torch.autocast('cpu', dtype=torch.bfloat16); self.autocast.__enter__()
+    def after_pred(self): self.learn.pred = self.pred.float()
+    def after_loss(self): self._close()
+    def after_cancel_batch(self): self._close()
+    def after_fit(self): self._close()
+    def _close(self):
+        "Leave the autocast region if one is open."
+        if getattr(self, 'autocast', None) is not None: self.autocast.__exit__(None, None, None); self.autocast = None
+
+def add_fast_path(learn: Learner, fast: bool = False, bf16: Optional[bool] = None) -> Learner:
+    "If `fast`: `ChannelsLast` and mixed precision, bfloat16 where the device has it natively (`bf16` overrides), else float16 on a GPU and float32 on a CPU."
+    kind = getattr(getattr(learn.dls, 'device', None), 'type', None) or 'cpu'
+    if not fast or kind not in ('cuda', 'cpu'): return learn
+    bf16 = native_bf16(kind) if bf16 is None else bf16
+    if kind == 'cuda' and not hasattr(learn, 'mixed_precision'): learn = learn.to_bf16() if bf16 else learn.to_fp16()
+    if kind == 'cpu' and bf16 and not hasattr(learn, 'cpu_mixed_precision'): learn.add_cb(CPUMixedPrecision())
     if not hasattr(learn, 'channels_last'): learn.add_cb(ChannelsLast())
     return learn
 
 def colorization_learner(dls, model: nn.Module, loss_func=None, metrics=None, opt_func=Adam, lr: float = 1e-3,
-                         cbs=None, fast: bool = False, **kwargs) -> Learner:
-    "A fastai `Learner` for colorization: L1 loss, Adam, the course's metrics, a shape check before any training; `fast`: mixed precision and channels_last on a GPU."
+                         cbs=None, fast: bool = False, bf16: Optional[bool] = None, **kwargs) -> Learner:
+    "A fastai `Learner` for colorization: L1 loss, Adam, the course's metrics, a shape check before any training; `fast`: `add_fast_path`."
     model = model.to(dls.device)
     check_output_shape(model, dls)
     return add_fast_path(Learner(dls, model, loss_func=nn.L1Loss() if loss_func is None else loss_func, opt_func=opt_func, lr=lr,
                                  metrics=colorization_metrics() if metrics is None else metrics, cbs=[ShapeCheck(), *listify(cbs)],
-                                 **kwargs), fast)
+                                 **kwargs), fast, bf16)
 
 # %% ../nbs/04_training.ipynb #e48e7a27
 class ShowGrid(Callback):
@@ -326,7 +344,7 @@ def _new_file_mode(path: Path) -> int:
 
 def _write_atomically(path: Path, write):
     "Call `write(tmp)` on a temporary file next to `path`, then rename it to `path`: no half-written file ever has its name."
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.part', dir=path.parent)   # mkstemp makes it private (0600)
+    fd, tmp = tempfile.mkstemp(prefix='.cc-', suffix='.part', dir=path.parent)   # private (0600); short: any legal name fits
     os.close(fd)
     try:
         write(tmp)
