@@ -212,8 +212,8 @@ def prepare_images(items: list, side: int, min_spread: float = MIN_AB_SPREAD, pr
     progress = len(items) > 200 if progress is None else progress
     array = np.empty((len(items), 3, side, side), np.uint8)   # filled in place: the peak is the finished cache, not twice it
     names, statuses, kept = [_item_name(item, i) for i, item in enumerate(items)], [], []
-    bar = progress_bar(range(0, len(items), chunk), display=progress and len(items) > chunk)
-    for start in bar:
+    starts = range(0, len(items), chunk)
+    for start in (progress_bar(starts) if progress and len(items) > chunk else starts):   # a bar per chunk, or per photo below
         results = parallel(_prepare_one, items[start:start + chunk], side=side, min_spread=min_spread, n_workers=n_workers,
                            threadpool=True, progress=progress and len(items) <= chunk)
         for i, (square, status, reason) in enumerate(results, start):
