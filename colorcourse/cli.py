@@ -34,8 +34,9 @@ class CLIError(Exception):
 
 def _check_range(option: str, value, low, high=None, low_open: bool = False):
     "Raise a `CLIError` unless `value` of `--option` lies in [low, high] ((low, high] with `low_open`); `None`, a default, passes."
-    if value is None or ((value > low if low_open else value >= low) and (high is None or value <= high)) and math.isfinite(value): return
-    if not math.isnan(value) and not math.isfinite(value): raise CLIError(f"--{option} must be a finite number; got {value}")
+    if value is None: return
+    if isinstance(value, float) and math.isinf(value): raise CLIError(f"--{option} must be a finite number; got {value}")
+    if (value > low if low_open else value >= low) and (high is None or value <= high): return   # NaN fails both
     bound = f"{'above' if low_open else 'at least'} {low}" + (f' and at most {high}' if high is not None else '')
     raise CLIError(f"--{option} must be {bound}; got {value}")
 
@@ -57,6 +58,10 @@ def _out_of_memory(e: BaseException) -> bool:
     "Whether `e` says memory ran out: Python's `MemoryError`, torch's `OutOfMemoryError` (a GPU), or the CPU allocator's `RuntimeError`."
     return isinstance(e, MemoryError) or (isinstance(e, RuntimeError) and (type(e).__name__ == 'OutOfMemoryError' or
                                           "can't allocate memory" in str(e) or 'out of memory' in str(e)))
+
+def _printable(text) -> str:
+    "`text` with its control characters (a newline or a terminal escape in a file name) written as escapes: one line, nothing a terminal acts on."
+    return ''.join(ch if ch.isprintable() else ch.encode('unicode_escape').decode() for ch in str(text))
 
 class _Terminated(BaseException):
     "SIGTERM (a `kill`, a scheduler's time limit) raised where the program is, so that cleanup runs as it does for Ctrl-C."
@@ -82,15 +87,15 @@ def main(argv=None) -> int:
         return 0
     try:
         with warnings.catch_warnings(), _terminate_as_exception():   # a warning is one line too, not a library's source line
-            warnings.showwarning = lambda message, *_, **__: print(f'colorcourse {args.command}: warning: {message}', file=sys.stderr)
+            warnings.showwarning = lambda message, *_, **__: print(f'colorcourse {args.command}: warning: {_printable(message)}', file=sys.stderr)
             return COMMANDS[args.command][2](args)
     except (CLIError, OSError, ValueError) as e:   # missing or unwritable files, bad values: the user's to fix
-        print(f'colorcourse {args.command}: error: {e}', file=sys.stderr)
+        print(f'colorcourse {args.command}: error: {_printable(e)}', file=sys.stderr)
         return 2
     except (MemoryError, RuntimeError) as e:   # a size too large for this machine, whichever allocator says so
         if not _out_of_memory(e): raise
         message = str(e) if isinstance(e, MemoryError) and str(e) else 'not enough memory'
-        print(f"colorcourse {args.command}: error: {message}; {_MEMORY_ADVICE.get(args.command, 'free some memory and try again')}",
+        print(f"colorcourse {args.command}: error: {_printable(message)}; {_MEMORY_ADVICE.get(args.command, 'free some memory and try again')}",
               file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -119,7 +124,7 @@ def _colorize(args) -> int:
     _check_range('size', args.size, 16, 2048)
     _check_range('gain', args.gain, 0, 4)
     if args.out_dir == '-': raise CLIError("-o - would make a folder named '-': colorize writes photo files into a folder (say ./- if you mean it)")
-    files = expand_inputs(args.inputs)
+    files = expand_inputs(args.inputs, exclude=args.out_dir)   # an output folder inside an input folder: earlier outputs are no inputs
     plan_outputs(files, args.out_dir, args.force, args.suffix)
     model = pretrained() if args.checkpoint is None else load_colorizer(args.checkpoint)
     if args.gain is not None: model = with_gain(model, args.gain)
@@ -141,13 +146,16 @@ def _checked_output_file(path, force: bool) -> Path:
     check_writable_folder(path.parent, create=False)   # created when the file is written: a failed run leaves no empty folder
     return path
 
-def _fit_batch_to_epoch(dls, bs: int, epoch_len: Optional[int]):
-    "Shrink `dls`' batches to one epoch's crops when `--bs` asks for more, with a warning: a batch size never makes an epoch longer."
+def _fit_batch_to_epoch(dls, bs: int, epoch_len: Optional[int], processes: int = 1):
+    "Shrink `dls`' batches to one process's share of an epoch's crops when `--bs` asks for more, with a warning: a batch size never makes an epoch longer."
     crops = epoch_len or len(dls.train.dataset)
-    if bs <= crops: return
-    warnings.warn(f"--bs {bs} is more than the {crops} crops of an epoch ({'--epoch-len' if epoch_len else 'one per training photo; --epoch-len sets more'}); "
-                  f"training with --bs {crops}")
-    dls.train.bs = dls.train.n = crops
+    share = crops // processes   # under a launcher each process gets its share of every epoch
+    if share < 1: raise CLIError(f"an epoch of {crops} crops cannot be shared by {processes} processes; pass --epoch-len {processes} or more")
+    if bs <= share: return
+    each = '' if processes == 1 else f' for each of {processes} processes'
+    warnings.warn(f"--bs {bs} is more than the {share} crops of an epoch{each} ({'--epoch-len' if epoch_len else 'one per training photo; --epoch-len sets more'}); "
+                  f"training with --bs {share}")
+    dls.train.bs, dls.train.n = share, crops
     dls.valid.bs = min(dls.valid.bs, crops)
 
 def load_data(data: str, size: int, bs: int, epoch_len: Optional[int], valid_pct: float = 0.1, seed: int = 42):
@@ -194,25 +202,28 @@ def train_and_save(name: str, dls, epochs: int, out, nf: int = 64, lr: Optional[
     from colorcourse.core import seed_everything
     import colorcourse.inference   # lesson 12 imports every lesson, so RECIPES holds them all
     from colorcourse.evaluation import as_colorizer
-    from colorcourse.training import RECIPES
+    from colorcourse.training import RECIPES, distributed_training, is_main_process, wait_for_all
+    from fastai.torch_core import rank_distrib
     if name not in MODELS: raise CLIError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
-    seed_everything(seed)
+    seed_everything(seed + rank_distrib())   # under a launcher each process its own dropout and label noise; DDP gives all rank 0's weights
     recipe = RECIPES[name]
     learn = recipe.learner(dls, nf, lr)
     fit = lambda learn, epochs: recipe.fit(learn, epochs, lr)
     start = time.perf_counter()
     try:
-        if quiet:
-            with learn.no_bar(), learn.no_logging(): fit(learn, epochs)
-        elif not bars:
-            learn.logger = _epoch_line(learn)
-            with learn.no_bar(): fit(learn, epochs)
-        else: fit(learn, epochs)
+        with distributed_training(learn, seed):   # fastai's distrib_ctx under a launcher; nothing otherwise
+            if quiet:
+                with learn.no_bar(), learn.no_logging(): fit(learn, epochs)
+            elif not bars:
+                learn.logger = _epoch_line(learn)
+                with learn.no_bar(): fit(learn, epochs)
+            else: fit(learn, epochs)
     except (MemoryError, RuntimeError) as e:
         if not _out_of_memory(e): raise
         raise MemoryError(f"not enough memory to train {name} at {dls.size} px with nf {nf} and batch size {dls.train.bs}") from e
     seconds = time.perf_counter() - start
-    _save_or_keep(out, learn, force, size=dls.size, recipe=name, epochs=epochs, data_images=dls.counts.used)
+    if is_main_process(): _save_or_keep(out, learn, force, size=dls.size, recipe=name, epochs=epochs, data_images=dls.counts.used)
+    wait_for_all()   # one process writes the checkpoint; the others wait for it
     return as_colorizer(learn).eval(), seconds
 
 # %% ../nbs/12a_cli.ipynb #087f5c4a
@@ -240,14 +251,28 @@ def _train(args) -> int:
     _check_range('lr', args.lr, 0, None, low_open=True)
     if not 0 <= args.valid_pct < 1: raise CLIError(f"--valid-pct must be at least 0 and below 1; got {args.valid_pct}")
     out = _checked_output_file(args.out, args.force)
-    dls = load_data(args.data, args.size, args.bs, args.epoch_len, args.valid_pct)
-    _fit_batch_to_epoch(dls, args.bs, args.epoch_len)
-    print(f'{args.model} on {dls.counts.used} photos ({len(dls.train.dataset)} training, {len(dls.valid.dataset)} validation), '
-          f'{args.size} px, {args.epochs} epochs, on {device_summary(dls.device)}')
-    model, seconds = train_and_save(args.model, dls, args.epochs, out, args.nf, args.lr, force=args.force, bars=sys.stdout.isatty())
-    print(f'trained in {seconds:.0f} s; checkpoint: {out}')
-    if len(dls.valid.dataset): print(score_table(dls, {'model': model}).to_string())
-    return 0
+    from colorcourse.data import DATASETS, download
+    from colorcourse.training import distributed_setup, distributed_teardown, is_main_process, launched_distributed, main_process_first
+    from fastai.torch_core import num_distrib
+    distributed_setup()   # under a launcher (torchrun): join the other processes; else nothing
+    if not is_main_process(): warnings.simplefilter('ignore')   # one process warns, as one prints (main's catch_warnings restores it)
+    try:
+        if args.data in DATASETS: main_process_first(download, args.data, progress=is_main_process())   # downloaded once
+        dls = load_data(args.data, args.size, args.bs, args.epoch_len, args.valid_pct)
+        processes = num_distrib() if launched_distributed() else 1
+        _fit_batch_to_epoch(dls, args.bs, args.epoch_len, processes)
+        say = print if is_main_process() else (lambda *a, **k: None)   # one process prints the log
+        each = f', {processes} processes with batches of {dls.train.bs} each' if processes > 1 else ''
+        say(f'{args.model} on {dls.counts.used} photos ({len(dls.train.dataset)} training, {len(dls.valid.dataset)} validation), '
+            f'{args.size} px, {args.epochs} epochs, on {device_summary(dls.device)}{each}', flush=True)
+        model, seconds = train_and_save(args.model, dls, args.epochs, out, args.nf, args.lr, force=args.force,
+                                        bars=sys.stdout.isatty() and is_main_process())
+        say(f'trained in {seconds:.0f} s; checkpoint: {out}')
+        if len(dls.valid.dataset):
+            table = score_table(dls, {'model': model})   # on every process: fastai's metrics average over them
+            say(table.to_string())
+        return 0
+    finally: distributed_teardown()
 
 # %% ../nbs/12a_cli.ipynb #aa39554b
 def demo_config(device) -> dict:

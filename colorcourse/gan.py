@@ -9,7 +9,7 @@ __all__ = ['GAN_LOSSES', 'INITS', 'GAN_STATS', 'check_gan_loss', 'adversarial_lo
            'discriminator_targets', 'init_weights', 'DCGANDiscriminator', 'ImagePool', 'amp_context',
            'scaled_backward_step', 'discriminator_step', 'generator_adversarial_loss', 'gan_step', 'ConditionalGAN',
            'generator_params', 'gan_adam', 'check_discriminator', 'ConditionalGANTrainer', 'GANStat', 'gan_metrics',
-           'ConditionalGANLearner', 'gan_learner', 'dcgan_recipe_learner']
+           'ConditionalGANLearner', 'gan_learner', 'dcgan_recipe_learner', 'GANDistributedTrainer']
 
 # %% ../nbs/07_dcgan.ipynb #64492994
 from contextlib import nullcontext
@@ -25,7 +25,7 @@ from fastai.learner import Learner, save_model, load_model
 from fastai.callback.core import Callback
 from fastai.metrics import Metric
 from fastai.optimizer import Adam
-from fastai.torch_core import params
+from fastai.torch_core import get_model, params, rank_distrib
 import fastai.callback.fp16, fastai.callback.progress  # to_fp16 and progress bars on every Learner
 from .unet import UnetGenerator, check_norm, conv_layer, max_n_down, norm_layer, retune_spectral_norm
 from .core import evaluating
@@ -239,7 +239,7 @@ class ConditionalGANTrainer(Callback):
         return self.d_opt
 
     def before_fit(self):
-        check_discriminator(self.model.discriminator, self.dls)
+        check_discriminator(get_model(self.model.discriminator), self.dls)   # unwrapped, in a distributed fit
         self.create_d_opt()
         self.d_scaler = None
 
@@ -277,7 +277,7 @@ def after_loss(self: ConditionalGANTrainer):
     L, ab, fake = self.xb[0], self.yb[0], self.pred
     real_pairs, fake_pairs = torch.cat([L, ab], 1), self.pool.query(torch.cat([L, fake.detach()], 1))
     for _ in range(self.d_steps): d_loss, real_logits, fake_logits = self.d_step(real_pairs, fake_pairs)
-    g_adv = generator_adversarial_loss(self.model.discriminator, L, fake, self.gan_loss, self.amp)
+    g_adv = generator_adversarial_loss(get_model(self.model.discriminator), L, fake, self.gan_loss, self.amp)   # plain D: frozen here
     self.learn.loss_grad = g_adv + self.l1_weight * self.loss_grad
     stats = dict(g_adv=g_adv.detach(), d_loss=d_loss, d_acc_real=judged_real(real_logits, self.gan_loss).float().mean(),
                  d_acc_fake=(~judged_real(fake_logits, self.gan_loss)).float().mean())
@@ -358,3 +358,34 @@ def dcgan_recipe_learner(dls, nf: int = 64, lr: float = 2e-4, generator: Optiona
 
 register_recipe(Recipe('dcgan', '07_dcgan', 'U-Net against a DCGAN discriminator, adversarial + 100·L1, constant rate',
                        dcgan_recipe_learner, constant_rate, 2e-4))
+
+# %% ../nbs/07_dcgan.ipynb #b8d8a271
+from fastcore.basics import noop
+from fastai.callback.progress import ProgressCallback
+from fastai.distributed import DistributedDL, DistributedTrainer
+
+class GANDistributedTrainer(DistributedTrainer):
+    "fastai's `DistributedTrainer` for a `ConditionalGAN`: G and D in a DDP wrapper each, since D steps outside the Learner's forward pass."
+    def before_fit(self):
+        m = self.learn.model
+        if self.sync_bn: m = nn.SyncBatchNorm.convert_sync_batchnorm(m)
+        m.generator, m.discriminator = self.accelerator.prepare(m.generator, m.discriminator)
+        self.old_dls = list(self.dls)
+        self.learn.dls.loaders = [self._wrap_dl(dl) for dl in self.dls]
+        if rank_distrib(): self.learn.logger = noop   # rank 0 alone prints
+
+    def _wrap_dl(self, dl):
+        "fastai's `DistributedDL` around `dl`, on G's device (a `ConditionalGAN` has no `device` attribute, a DDP wrapper has)."
+        return dl if isinstance(dl, DistributedDL) else DistributedDL(dl, device=self.learn.model.generator.device)
+
+    def after_fit(self):
+        m = self.learn.model
+        m.generator, m.discriminator = get_model(m.generator), get_model(m.discriminator)
+        self.learn.dls.loaders = self.old_dls
+
+@patch
+def to_distributed(self: ConditionalGANLearner, sync_bn: bool = True, **kwargs):
+    "fastai's `Learner.to_distributed` with a `GANDistributedTrainer` (`kwargs` go to accelerate's `Accelerator`)."
+    self.add_cb(GANDistributedTrainer(sync_bn, **kwargs))
+    if rank_distrib(): self.remove_cb(ProgressCallback)
+    return self

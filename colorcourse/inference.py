@@ -202,13 +202,15 @@ def colorize(image, model=None, size: Optional[int] = None, strip_rows: int = 25
     return result
 
 # %% ../nbs/12_inference.ipynb #c56177b6
-def expand_inputs(inputs) -> list:
-    "The image files in `inputs` (files, and folders searched recursively), each once, in order; a clear error for none or a missing one."
+def expand_inputs(inputs, exclude=None) -> list:
+    "The image files in `inputs` (files, and folders searched recursively, but not inside the folder `exclude`), each once, in order; a clear error for none or a missing one."
+    skip = Path(exclude).expanduser().resolve() if exclude is not None else None   # the output folder: earlier outputs are no inputs
     files = []
     for item in ([inputs] if isinstance(inputs, (str, Path)) else inputs):
         path = Path(item).expanduser()
         if path.is_dir():
-            found = find_images(path)
+            inside = skip is not None and skip != path.resolve() and skip.is_relative_to(path.resolve())   # -o photos/out for photos
+            found = [f for f in find_images(path) if not (inside and f.resolve().is_relative_to(skip))]
             if not found: raise ValueError(f"no images in the folder {path} (looked for {', '.join(IMAGE_EXTENSIONS)})")
             files += found
         elif path.is_file(): files.append(path)
@@ -257,7 +259,7 @@ def _write_error(dest: Path, e: OSError) -> str:
 def colorize_files(inputs, out_dir, model=None, size: Optional[int] = None, force: bool = False, suffix: str = '_color',
                    progress: bool = True) -> list:
     "Colorize every readable photo in `inputs` (files or folders) into `out_dir` with `model` (default: the shipped one); returns the paths written. Then a `ValueError` names any photo that could not be read or written."
-    files = expand_inputs(inputs)
+    files = expand_inputs(inputs, exclude=out_dir)
     if isinstance(model, (str, Path)): model = load_colorizer(model)   # once, not once per photo
     outs = plan_outputs(files, out_dir, force, suffix)
     new_folders = _missing_folders(Path(out_dir).expanduser())

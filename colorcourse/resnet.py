@@ -14,7 +14,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 from torch.nn.utils import parametrize
-from .training import Recipe, records_args, register_recipe
+from .training import Recipe, build_note, records_args, register_recipe
 from .unet import check_norm, conv_layer, norm_layer, retune_spectral_norm
 from .gan import INITS, gan_learner, init_weights
 from .pix2pix import PatchDiscriminator, fit_pix2pix
@@ -94,8 +94,8 @@ def resnet_unet(arch: str = 'resnet18', pretrained: bool = True, size: int = 64,
     from fastai.vision.learner import create_body
     from fastai.vision.models.unet import DynamicUnet
     encoder, loaded = resnet_encoder(arch, pretrained)
-    if pretrained and loaded: print(f'resnet_unet: {arch} encoder with ImageNet weights')
-    elif not pretrained: print(f'resnet_unet: {arch} encoder, randomly initialized (pretrained=False)')
+    if pretrained and loaded: build_note(f'resnet_unet: {arch} encoder with ImageNet weights')   # silent when a checkpoint is loaded
+    elif not pretrained: build_note(f'resnet_unet: {arch} encoder, randomly initialized (pretrained=False)')
     body = create_body(encoder, n_in=n_in, pretrained=loaded, cut=-2)   # drop the average pool and the classifier
     model = DynamicUnet(body, n_out, (size, size), y_range=(-1, 1), **kwargs)
     model.pretrained = loaded

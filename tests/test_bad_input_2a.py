@@ -1,5 +1,5 @@
 "Bad input, second round (issue 31), part A"
-import errno, os, resource, struct, subprocess, sys, threading, time, warnings
+import errno, os, re, resource, struct, subprocess, sys, threading, time, warnings
 from pathlib import Path
 
 import numpy as np
@@ -46,11 +46,13 @@ def test_float_photo_slightly_above_one_keeps_its_brightness(tmp_path, model):
     expected = np.clip(gray * 1.05, 0, 255).mean()
     tifffile.imwrite(tmp_path / 'float.tif', photo)
     for image in (Image.fromarray(photo), tmp_path / 'float.tif'):
-        with pytest.warns(UserWarning, match='taken as 0..1: its values above 1 are clipped'):
-            out = colorize(image, model, size=32)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always')
+            out, read = colorize(image, model, size=32), open_image(image)
         assert abs(np.asarray(out.convert('L'), dtype=float).mean() - expected) < 3
-        with pytest.warns(UserWarning, match='taken as 0..1'):
-            assert abs(np.asarray(open_image(image).convert('L'), dtype=float).mean() - expected) < 1
+        assert abs(np.asarray(read.convert('L'), dtype=float).mean() - expected) < 1
+        assert len(caught) == 2 and all(str(w.message).endswith('is taken as 0..1: its values above 1 are clipped to white')
+                                        for w in caught), [str(w.message) for w in caught]
 
 
 # 2. A full disk while a checkpoint is written: an OSError (ENOSPC) naming the file; the earlier file is kept, no temporary file stays.
@@ -90,24 +92,29 @@ def test_full_disk_while_saving_a_checkpoint_raises_oserror(full_disk):
 
 
 # 5. Loading from several threads at once leaves sys.stdout and the warning filters alone, during and after.
-def test_loading_from_threads_leaves_stdout_and_warnings_alone(tmp_path, ckpt):
+def test_loading_from_threads_leaves_stdout_and_warnings_alone(tmp_path, ckpt, capsys, monkeypatch):
     import colorcourse.inference as inference
-    from colorcourse.resnet import resnet_unet
-    resnet = save_checkpoint(tmp_path / 'resnet.safetensors', resnet_unet(size=32, pretrained=False), size=32)   # its builder prints
+    from colorcourse.training import ARCHITECTURES, build_from_config, build_note, _import_lessons
+    _import_lessons(); load_checkpoint(ckpt)        # first imports (the course's, torch's meta kernels) may add warning filters of their own
+    def noisy(nf: int = 2):                          # a builder with a note, as lesson 09's resnet_unet has
+        build_note('noisy: built'); return torch.nn.Conv2d(1, nf, 1)
+    monkeypatch.setitem(ARCHITECTURES, 'noisy', noisy)
+    noisy()
+    assert capsys.readouterr().out == 'noisy: built\n'
     stdout, filters = sys.stdout, list(warnings.filters)
     photo = Image.fromarray(coffee_gray((48, 32)).astype(np.uint8))
-    jobs = [lambda: load_checkpoint(ckpt), lambda: load_checkpoint(resnet), lambda: load_checkpoint(ckpt),
-            inference.pretrained, lambda: colorize(photo), lambda: load_checkpoint(ckpt)]
+    jobs = [lambda: load_checkpoint(ckpt)] * 3 + [lambda: build_from_config({'arch': 'noisy', 'args': {}})] * 2 + \
+           [inference.pretrained, lambda: colorize(photo)]
     seen, errors, done = set(), [], threading.Event()
     def watch():
-        while not done.is_set(): seen.add((sys.stdout is stdout, warnings.filters == filters)); time.sleep(0.0005)
+        while not done.is_set(): seen.add((sys.stdout is stdout, warnings.filters == filters)); time.sleep(0.002)
     def run(job, barrier):
         try: barrier.wait(); job()
         except Exception as e: errors.append(e)
     watcher = threading.Thread(target=watch); watcher.start()
     try:
         for _ in range(3):
-            inference._shipped_colorizer.cache_clear()
+            inference._shipped_colorizer.cache_clear()    # colorize(model=None) loads the shipped colorizer again
             barrier = threading.Barrier(len(jobs))
             threads = [threading.Thread(target=run, args=(job, barrier)) for job in jobs]
             for t in threads: t.start()
@@ -118,6 +125,7 @@ def test_loading_from_threads_leaves_stdout_and_warnings_alone(tmp_path, ckpt):
         sys.stdout = stdout
     assert not errors, errors
     assert seen == {(True, True)}, seen
+    assert capsys.readouterr().out == ''              # a builder's note is not printed while a model is rebuilt from its config
 
 
 # 8. A checkpoint whose weights are integers or booleans is refused, naming the tensor; BatchNorm's integer counter still loads.
@@ -128,10 +136,11 @@ def test_integer_or_boolean_weights_are_refused(tmp_path, ckpt, model, dtype):
     name = next(k for k, v in state.items() if v.is_floating_point() and v.ndim == 4)
     cast = lambda s: {k: v.to(dtype) if k == name else v for k, v in s.items()}
     bad = with_metadata(ckpt, tmp_path / 'int.safetensors', tensors=cast)
-    with pytest.raises(ValueError, match=f"{name} .*{str(dtype).split('.')[-1]}.*not floating point"): load_checkpoint(bad)
-    with pytest.raises(ValueError, match=f"{name} .*not floating point"): load_checkpoint(bad, model=pix2pix_generator(32, nf=8))
+    message = re.escape(f"are not all floating point ({name} is {str(dtype).split('.')[-1]})")
+    with pytest.raises(ValueError, match=message): load_checkpoint(bad)
+    with pytest.raises(ValueError, match=message): load_checkpoint(bad, model=pix2pix_generator(32, nf=8))
     torch.save(cast(state), tmp_path / 'int.pth')
-    with pytest.raises(ValueError, match=f"{name} .*not floating point"): load_checkpoint(tmp_path / 'int.pth', model=pix2pix_generator(32, nf=8))
+    with pytest.raises(ValueError, match=message): load_checkpoint(tmp_path / 'int.pth', model=pix2pix_generator(32, nf=8))
     assert load_checkpoint(ckpt).checkpoint['arch'] == 'pix2pix_generator'
 
 
@@ -144,7 +153,7 @@ def test_a_crafted_huge_architecture_is_refused_fast(tmp_path):
     assert crafted.stat().st_size < 2048
     peak, start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter()
     with pytest.raises(ValueError, match='do not fit the ResnetGenerator its metadata describes'): load_checkpoint(crafted)
-    assert time.perf_counter() - start < 0.5
+    assert time.perf_counter() - start < 1    # about 0.1 s on a quiet CPU; a minute before the build was bounded
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak < 50 * 1024   # KiB
     assert load_checkpoint(small).checkpoint['arch'] == 'ResnetGenerator'
 
@@ -196,9 +205,9 @@ def test_icc_profiles_are_converted_to_srgb(tmp_path, model, kind):
         expected = as_srgb(pixels.reshape(-1, 3).astype(float), gamma, colorants).reshape(pixels.shape)
     for read in (lambda: open_image(tmp_path / name), lambda: open_image(Image.open(tmp_path / name))):
         img = read()
-        assert img.mode == 'RGB' and 'icc_profile' not in img.info
         error = np.abs(np.asarray(img, dtype=float) - expected)
         assert error.mean() < 1.5 and error.max() <= 4, (error.mean(), error.max())
+        assert img.mode == 'RGB' and 'icc_profile' not in img.info
     out = colorize(tmp_path / name, model, size=32)                   # the output's lightness is the converted photo's
     from colorcourse.lab import rgb_to_lab
     L = lambda a: rgb_to_lab(torch.from_numpy(np.asarray(a, dtype=np.float32) / 255).permute(2, 0, 1))[0]

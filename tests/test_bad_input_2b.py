@@ -263,3 +263,27 @@ def test_sigterm_mid_write_leaves_no_part_file(tmp_path, ckpt, monkeypatch):
     finally: signal.signal(signal.SIGTERM, old)
     one_line_error(result, 'terminated', code=143)
     assert killed == [] and not (tmp_path / 'out').exists()
+
+
+# Low: '-' and a FIFO are named for what they are, not "no such file".
+def test_stdin_and_a_pipe_are_named_as_such(tmp_path, ckpt):
+    os.mkfifo(tmp_path / 'pipe.png')
+    for item in ('-', tmp_path / 'pipe.png'):
+        line = one_line_error(cli('colorize', item, '-o', tmp_path / 'out', '--checkpoint', ckpt), 'not a photo file')
+        assert 'no such file' not in line
+
+
+# Low: control characters in a file name reach the terminal as escapes, and the error stays one line.
+def test_control_characters_in_names_are_escaped(tmp_path, ckpt):
+    (tmp_path / 'bad\nname\x1b[31m.png').write_bytes(b'not a png')
+    line = one_line_error(cli('colorize', tmp_path, '-o', tmp_path / 'out', '--checkpoint', ckpt), 'bad\\nname\\x1b[31m.png')
+    assert '\x1b' not in line
+
+
+# Low: an output folder inside the input folder: a later run does not colorize the earlier outputs again.
+def test_outputs_inside_the_input_folder_are_not_inputs(tmp_path, ckpt):
+    src = photos(tmp_path / 'photos', ('a.png',))
+    for _ in range(2): assert cli('colorize', src, '-o', src / 'out', '--checkpoint', ckpt, '--force')[0] == 0
+    assert [p.name for p in (src / 'out').iterdir()] == ['a_color.png']
+    sub = photos(tmp_path / 'photos' / 'sub', ('b.png',))   # an output folder around the input folder excludes nothing
+    assert cli('colorize', sub, '-o', tmp_path / 'photos', '--checkpoint', ckpt)[0] == 0 and (tmp_path / 'photos' / 'b_color.png').exists()
