@@ -101,6 +101,8 @@ def in_gamut_cells(grid: int = 10, margin: float = 0.5, n_L: int = 101, n_sub: i
 class ABQuantizer:
     "The in-gamut `grid`×`grid` bins of the ab plane: soft encoding, colour prior, rebalancing weights, annealed-mean decoding."
     def __init__(self, grid: int = 10, margin: float = 0.5):
+        if isinstance(grid, bool) or not isinstance(grid, (int, float)) or not 1 <= grid <= 110:
+            raise ValueError(f"grid is the bins' width in Lab units, from 1 to 110; got {grid!r}")
         self.grid, self.centers = grid, in_gamut_cells(grid, margin)
 
     def __len__(self) -> int: return len(self.centers)

@@ -212,3 +212,11 @@ def test_icc_profiles_are_converted_to_srgb(tmp_path, model, kind):
     from colorcourse.lab import rgb_to_lab
     L = lambda a: rgb_to_lab(torch.from_numpy(np.asarray(a, dtype=np.float32) / 255).permute(2, 0, 1))[0]
     assert (L(out) - L(expected)).abs().mean() < 1
+
+
+def test_a_quantizer_grid_that_would_exhaust_memory_is_refused():
+    "A crafted checkpoint's ABQuantizer(grid=0.001) would ask for billions of bins: refused at once, by the class itself."
+    from colorcourse.cnn import ABQuantizer
+    for grid in (0.001, 0, -5, 1000, True, 'ten'):
+        with pytest.raises(ValueError, match='grid'): ABQuantizer(grid)
+    assert len(ABQuantizer(10)) > 200

@@ -3,7 +3,7 @@
 
 Each launch costs the start of two Python processes that import torch and fastai (about 10 s on 2 cores), so the
 file launches three times in all."""
-import json, os, signal, subprocess, sys, textwrap, time
+import json, os, signal, subprocess, sys, textwrap, threading, time
 from pathlib import Path
 
 import pytest
@@ -152,6 +152,8 @@ def test_ctrl_c_stops_every_process_and_leaves_no_file(tmp_path):
     # a terminal's Ctrl-C sends SIGINT to the launcher and its processes alike: their own process group
     p = subprocess.Popen(TORCHRUN + TRAIN + ['--epochs', '1000', '--out', str(ckpt)], cwd=tmp_path, env=ENV, text=True,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    watchdog = threading.Timer(300, os.killpg, (p.pid, signal.SIGKILL))   # a run that hangs fails the test instead
+    watchdog.start()
     try:
         for line in p.stdout:   # wait until training runs: the first epoch's line
             if line.startswith('epoch 0'): break
@@ -161,6 +163,7 @@ def test_ctrl_c_stops_every_process_and_leaves_no_file(tmp_path):
         _, err = p.communicate(timeout=60)
         stopped = time.monotonic() - start
     finally:
+        watchdog.cancel()
         if p.poll() is None: os.killpg(p.pid, signal.SIGKILL)
     assert err.count('colorcourse train: interrupted') == 2, err[-3000:]   # each process stopped itself, cleanly
     assert stopped < 60
