@@ -25,7 +25,7 @@ from fastcore.basics import patch
 from fastprogress.fastprogress import progress_bar
 from . import __version__
 from .lab import lab_encode, lab_to_rgb, rgb_to_lab, AB_SCALE
-from .data import to_rgb, find_images, open_image, IMAGE_EXTENSIONS
+from .data import to_rgb, find_images, open_image, IMAGE_EXTENSIONS, PHOTO_FORMATS
 from .training import (ARCHITECTURES, records_args, arch_config, build_from_config, check_writable_folder, save_checkpoint,
                                   read_checkpoint_info, load_checkpoint, _write_atomically, _checked_size, _missing_folders,
                                   _remove_if_empty)
@@ -293,7 +293,7 @@ class UploadColorizer:
         "The gray input and its colorization for an uploaded file's bytes; a `ValueError` if it is no image."
         from io import BytesIO
         try:
-            img = Image.open(BytesIO(data))
+            img = Image.open(BytesIO(data), formats=PHOTO_FORMATS)   # photo decoders only, as for files
             img.load()
         except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as e: raise ValueError(f"{name} is not an image PIL can read: {e}") from e
         gray = to_rgb(ImageOps.exif_transpose(img)).convert('L')

@@ -220,3 +220,26 @@ def test_a_quantizer_grid_that_would_exhaust_memory_is_refused():
     for grid in (0.001, 0, -5, 1000, True, 'ten'):
         with pytest.raises(ValueError, match='grid'): ABQuantizer(grid)
     assert len(ABQuantizer(10)) > 200
+
+
+def test_only_photo_decoders_open_a_file(tmp_path):
+    "A file in a format PIL reads but no photo comes in (PCX here; EPS would run Ghostscript) is refused, not decoded."
+    from colorcourse.data import open_image
+    Image.new('RGB', (16, 16), (200, 40, 40)).save(tmp_path / 'x.png')
+    Image.new('RGB', (16, 16), (200, 40, 40)).save(tmp_path / 'x.pcx')
+    assert open_image(tmp_path / 'x.png').size == (16, 16)
+    with pytest.raises(ValueError, match='cannot read image'): open_image(tmp_path / 'x.pcx')
+
+
+def test_folder_search_follows_symlinked_folders_and_finds_avif(tmp_path):
+    from PIL import features
+    from colorcourse.data import find_images
+    (tmp_path / 'elsewhere').mkdir(); (tmp_path / 'photos').mkdir()
+    Image.new('RGB', (16, 16)).save(tmp_path / 'elsewhere' / 'a.png')
+    (tmp_path / 'photos' / 'linked').symlink_to(tmp_path / 'elsewhere')
+    (tmp_path / 'elsewhere' / 'loop').symlink_to(tmp_path / 'photos')            # a cycle: each real folder is searched once
+    names = [p.name for p in find_images(tmp_path / 'photos')]
+    assert names == ['a.png']
+    if features.check('avif'):
+        Image.new('RGB', (16, 16)).save(tmp_path / 'photos' / 'b.avif')
+        assert sorted(p.name for p in find_images(tmp_path / 'photos')) == ['a.png', 'b.avif']
