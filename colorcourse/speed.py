@@ -8,10 +8,10 @@ Docs: https://colorcourse.github.io/colorcourse/speed.html.md"""
 __all__ = ['PEAK_TFLOPS', 'PEAK_TFLOPS_OVERRIDE', 'BENCH_MODELS', 'GOALS', 'CPU_SETTINGS', 'layer_flops', 'forward_flops',
            'counted_flops', 'amp_dtype', 'precision_name', 'autocast', 'grad_scaler', 'scaled_step', 'amp_of',
            'l1_step', 'pix2pix_pair', 'peak_tflops', 'layout_speed', 'bench_model', 'make_train_step', 'train_speed',
-           'compile_check', 'UsualLabDataset', 'end_to_end', 'compile_networks', 'default_bs', 'bench_settings',
-           'bench_train', 'bench_layouts', 'bench_compile', 'bench_summary', 'bench_goals', 'run_bench',
-           'bench_options', 'bench_command', 'bench_table', 'plot_bench', 'torch_threads', 'matmul_gflops',
-           'cpu_speed_table', 'busy_process', 'contention_slowdown']
+           'compile_check', 'UsualLabDataset', 'end_to_end', 'default_bs', 'bench_settings', 'bench_train',
+           'bench_layouts', 'bench_compile', 'bench_summary', 'bench_goals', 'run_bench', 'bench_options',
+           'bench_command', 'bench_table', 'plot_bench', 'torch_threads', 'matmul_gflops', 'cpu_speed_table',
+           'busy_process', 'contention_slowdown']
 
 # %% ../nbs/13_speed.ipynb #176a66f4
 import argparse, json, math, os, platform, re, time
@@ -24,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 from .core import default_device, device_summary, seed_everything, sync_for, time_it
+from .training import compile_networks   # lesson 04's: `fast=True, compile=True` uses it
 from .data import benchmark_pipeline, colorization_dls, load_square, resolve_source
 from .lab import benchmark_lab
 from .gan import gan_step, scaled_backward_step
@@ -250,15 +251,6 @@ def end_to_end(source='sample', size: int = 64, bs: int = 16, steps: int = 10, w
         res[f'{name}_img_s'] = round(bs / time_it(step, steps, warmup, device), 1)
     res['speedup'] = round(res['fast_img_s'] / res['usual_img_s'], 2)
     return res
-
-# %% ../nbs/13_speed.ipynb #0c3403f7
-def compile_networks(model: nn.Module, backend: str = 'inductor') -> nn.Module:
-    "Compile `model` in place (`nn.Module.compile`, so its weights keep their names), or its generator and discriminator, each called on its own."
-    parts = [model.generator, model.discriminator] if hasattr(model, 'generator') and hasattr(model, 'discriminator') else [model]
-    for m in parts:
-        if not getattr(m, '_compiled_call_impl', None): m.compile(backend=backend)
-    return model
-
 
 # %% ../nbs/13_speed.ipynb #c57c62cb
 def default_bs(size: int, device) -> int:

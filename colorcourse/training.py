@@ -6,13 +6,13 @@ Docs: https://colorcourse.github.io/colorcourse/training.html.md"""
 
 # %% auto #0
 __all__ = ['ARCHITECTURES', 'TEST_SPLITS', 'BUILD_LIMITS', 'RECIPES', 'records_args', 'conv_bn_relu', 'simple_colorizer',
-           'reference_batch', 'check_output_shape', 'ShapeCheck', 'native_bf16', 'CPUMixedPrecision', 'add_fast_path',
-           'colorization_learner', 'ShowGrid', 'LossRecorder', 'ConstantColor', 'mean_ab', 'train_view',
-           'train_test_folders', 'whole_images', 'with_test_images', 'score_models', 'arch_config', 'network_of',
-           'build_note', 'build_from_config', 'save_checkpoint', 'read_checkpoint_info', 'load_checkpoint', 'Recipe',
-           'register_recipe', 'one_cycle', 'constant_rate', 'simple_recipe_learner', 'launched_distributed',
-           'distributed_setup', 'distributed_teardown', 'is_main_process', 'wait_for_all', 'main_process_first',
-           'distributed_training']
+           'reference_batch', 'check_output_shape', 'ShapeCheck', 'native_bf16', 'CPUMixedPrecision',
+           'compile_networks', 'add_fast_path', 'colorization_learner', 'ShowGrid', 'LossRecorder', 'ConstantColor',
+           'mean_ab', 'train_view', 'train_test_folders', 'whole_images', 'with_test_images', 'score_models',
+           'arch_config', 'network_of', 'build_note', 'build_from_config', 'save_checkpoint', 'read_checkpoint_info',
+           'load_checkpoint', 'Recipe', 'register_recipe', 'one_cycle', 'constant_rate', 'simple_recipe_learner',
+           'launched_distributed', 'distributed_setup', 'distributed_teardown', 'is_main_process', 'wait_for_all',
+           'main_process_first', 'distributed_training']
 
 # %% ../nbs/04_training.ipynb #8f9dd5e1
 import functools, inspect, json, math, os, re, tempfile, threading, warnings
@@ -139,9 +139,17 @@ class CPUMixedPrecision(Callback):
         "Leave the autocast region if one is open."
         if getattr(self, 'autocast', None) is not None: self.autocast.__exit__(None, None, None); self.autocast = None
 
-def add_fast_path(learn: Learner, fast: bool = False, bf16: Optional[bool] = None) -> Learner:
-    "If `fast`: `ChannelsLast` and mixed precision, bfloat16 where the device has it natively (`bf16` overrides), else float16 on a GPU and float32 on a CPU."
+def compile_networks(model: nn.Module, backend: str = 'inductor') -> nn.Module:
+    "Compile `model` in place (`nn.Module.compile`, so its weights keep their names), or its generator and discriminator, each called on its own."
+    parts = [model.generator, model.discriminator] if hasattr(model, 'generator') and hasattr(model, 'discriminator') else [model]
+    for m in parts:
+        if not getattr(m, '_compiled_call_impl', None): m.compile(backend=backend)
+    return model
+
+def add_fast_path(learn: Learner, fast: bool = False, bf16: Optional[bool] = None, compile=False) -> Learner:
+    "If `fast`: `ChannelsLast` and mixed precision, bfloat16 where the device has it natively (`bf16` overrides), else float16 on a GPU and float32 on a CPU; `compile` (True, or a backend's name): `torch.compile` too."
     kind = getattr(getattr(learn.dls, 'device', None), 'type', None) or 'cpu'
+    if compile: compile_networks(learn.model, 'inductor' if compile is True else compile)
     if not fast or kind not in ('cuda', 'cpu'): return learn
     bf16 = native_bf16(kind) if bf16 is None else bf16
     if kind == 'cuda' and not hasattr(learn, 'mixed_precision'): learn = learn.to_bf16() if bf16 else learn.to_fp16()
@@ -150,13 +158,13 @@ def add_fast_path(learn: Learner, fast: bool = False, bf16: Optional[bool] = Non
     return learn
 
 def colorization_learner(dls, model: nn.Module, loss_func=None, metrics=None, opt_func=Adam, lr: float = 1e-3,
-                         cbs=None, fast: bool = False, bf16: Optional[bool] = None, **kwargs) -> Learner:
+                         cbs=None, fast: bool = False, bf16: Optional[bool] = None, compile=False, **kwargs) -> Learner:
     "A fastai `Learner` for colorization: L1 loss, Adam, the course's metrics, a shape check before any training; `fast`: `add_fast_path`."
     model = model.to(dls.device)
     check_output_shape(model, dls)
     return add_fast_path(Learner(dls, model, loss_func=nn.L1Loss() if loss_func is None else loss_func, opt_func=opt_func, lr=lr,
                                  metrics=colorization_metrics() if metrics is None else metrics, cbs=[ShapeCheck(), *listify(cbs)],
-                                 **kwargs), fast, bf16)
+                                 **kwargs), fast, bf16, compile)
 
 # %% ../nbs/04_training.ipynb #e48e7a27
 class ShowGrid(Callback):

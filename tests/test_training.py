@@ -116,3 +116,13 @@ def test_fast_path_on_a_cpu_without_native_bf16_stays_float32(dls, monkeypatch):
     assert 'ChannelsLast' in cbs and 'CPUMixedPrecision' not in cbs and 'MixedPrecision' not in cbs
     monkeypatch.setattr(training, 'native_bf16', lambda device='cuda': True)
     assert 'CPUMixedPrecision' in [type(cb).__name__ for cb in quiet(colorization_learner(dls, simple_colorizer(8), fast=True)).cbs]
+
+
+def test_compile_is_an_option_of_the_learner(dls):
+    "`compile=` compiles the network in place (here with the light aot_eager backend), and it still trains and keeps its weight names."
+    learn = quiet(colorization_learner(dls, simple_colorizer(8), compile='aot_eager'))
+    assert getattr(learn.model, '_compiled_call_impl', None) is not None
+    names = list(learn.model.state_dict())
+    learn.fit(1, lr=1e-3)
+    assert np.isfinite(learn.recorder.values[-1][0]) and list(learn.model.state_dict()) == names
+    assert getattr(quiet(colorization_learner(dls, simple_colorizer(8))).model, '_compiled_call_impl', None) is None
