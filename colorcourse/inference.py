@@ -245,12 +245,12 @@ def plan_outputs(files: list, out_dir, force: bool = False, suffix: str = '_colo
     return outs
 
 # %% ../nbs/12_inference.ipynb #2a0c935f
-def save_image(img: Image.Image, path: Path, exif: Optional[bytes] = None):
-    "Write `img` to `path` atomically: as JPEG (quality 95, RGB) or PNG, keeping the original's EXIF data."
+def save_image(img: Image.Image, path: Path, exif: Optional[bytes] = None, replace: bool = True):
+    "Write `img` to `path` atomically: as JPEG (quality 95, RGB) or PNG, keeping the original's EXIF data; unless `replace`, never over a file."
     kwargs = dict(exif=exif) if exif else {}
     if path.suffix == '.jpg': img, kwargs = img.convert('RGB'), dict(kwargs, quality=95)
     fmt = 'JPEG' if path.suffix == '.jpg' else 'PNG'
-    _write_atomically(path, lambda tmp: img.save(tmp, format=fmt, **kwargs))
+    _write_atomically(path, lambda tmp: img.save(tmp, format=fmt, **kwargs), replace)
 
 def _write_error(dest: Path, e: OSError) -> str:
     "What went wrong writing `dest`, naming `dest` (never a temporary file)."
@@ -271,7 +271,7 @@ def colorize_files(inputs, out_dir, model=None, size: Optional[int] = None, forc
             except (ValueError, OSError) as e: skipped.append(str(e)); continue
             exif = img.getexif()
             if exif: exif[0x0112] = 1   # the pixels are upright now
-            try: save_image(colorize(img, model, size), dest, exif.tobytes() if exif else None)
+            try: save_image(colorize(img, model, size), dest, exif.tobytes() if exif else None, replace=force)   # a file that appeared meanwhile stays
             except OSError as e: skipped.append(_write_error(dest, e)); continue   # a name too long, a disk error: this photo only
             written.append(dest)
     finally:

@@ -15,7 +15,7 @@ __all__ = ['ARCHITECTURES', 'TEST_SPLITS', 'BUILD_LIMITS', 'RECIPES', 'records_a
            'main_process_first', 'distributed_training']
 
 # %% ../nbs/04_training.ipynb #8f9dd5e1
-import functools, inspect, json, math, os, re, tempfile, threading, warnings
+import errno, functools, inspect, json, math, os, re, tempfile, threading, warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -375,15 +375,24 @@ def _write_error(path: Path, tmp: str, e: Exception) -> OSError:
     err.errno = code   # ENOSPC for a full disk; set after, so that the message stays one plain line
     return err
 
-def _write_atomically(path: Path, write):
-    "Call `write(tmp)` on a temporary file next to `path`, then rename it to `path`: no half-written file ever has its name; any failure is an `OSError`."
+def _put_in_place(tmp: str, path: Path, replace: bool):
+    "Give the finished file `tmp` the name `path`; unless `replace`, only if no file has it (a hard link fails on an existing name, atomically)."
+    if replace: return os.replace(tmp, path)
+    try: os.link(tmp, path)
+    except FileExistsError: raise FileExistsError(errno.EEXIST, "a file of that name appeared meanwhile (another run?); it is left as it was") from None
+    except OSError:   # a file system without hard links: check, then rename
+        if path.exists(): raise FileExistsError(errno.EEXIST, "a file of that name appeared meanwhile (another run?); it is left as it was") from None
+        os.replace(tmp, path)
+
+def _write_atomically(path: Path, write, replace: bool = True):
+    "Call `write(tmp)` on a temporary file next to `path`, then name it `path` (unless `replace`, only if no file has that name): no half-written file ever has its name; any failure is an `OSError`."
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(prefix='.cc-', suffix='.part', dir=path.parent)   # private (0600); short: any legal name fits
         os.close(fd)
         write(tmp)
         os.chmod(tmp, _new_file_mode(path))
-        os.replace(tmp, path)
+        _put_in_place(tmp, path, replace)
     except (OSError, SafetensorError) as e: raise _write_error(path, tmp, e) from e
     finally:
         if tmp and os.path.exists(tmp): os.unlink(tmp)
@@ -418,7 +427,7 @@ def save_checkpoint(path, model, size: Optional[int] = None, overwrite: bool = F
     if bad: raise ValueError(f"the model has NaN or infinite weights ({bad}): its training diverged, and a checkpoint of it would "
                              f"colorize nothing; nothing was saved")
     check_writable_folder(path.parent)
-    _write_atomically(path, lambda tmp: save_file(tensors, tmp, metadata={'colorcourse': json.dumps(info)}))
+    _write_atomically(path, lambda tmp: save_file(tensors, tmp, metadata={'colorcourse': json.dumps(info)}), replace=overwrite)
     return path
 
 # %% ../nbs/04_training.ipynb #bd433dc3

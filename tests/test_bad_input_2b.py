@@ -61,9 +61,9 @@ def full_disk(monkeypatch, tmp_path):
     "Writes into any folder named 'full' fail as on a full disk (the folder itself gets created, as the writer does); temp files go to tmp_path/'spare'."
     import colorcourse.training as training
     real = training._write_atomically
-    def write(path, fn):
+    def write(path, fn, replace=True):
         if Path(path).parent.name == 'full': raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
-        return real(path, fn)
+        return real(path, fn, replace)
     monkeypatch.setattr(training, '_write_atomically', write)
     (tmp_path / 'spare').mkdir()
     monkeypatch.setattr(tempfile, 'tempdir', str(tmp_path / 'spare'))
@@ -159,9 +159,9 @@ def test_long_output_names_and_a_failed_write_cost_only_that_photo(tmp_path, mod
     written = colorize_files(src, tmp_path / 'out', model, size=32, progress=False)
     assert len(written) == 3 and len((tmp_path / 'out' / f'{long_stem}_color.png').name) == 250
     real = inference.save_image
-    def save(img, path, exif=None):
+    def save(img, path, exif=None, replace=True):
         if path.name == 'b_color.png': raise OSError(errno.EIO, os.strerror(errno.EIO), str(path.parent / '.b_color.png.1234.part'))
-        return real(img, path, exif)
+        return real(img, path, exif, replace)
     monkeypatch.setattr(inference, 'save_image', save)
     with pytest.raises(ValueError) as e: colorize_files(src, tmp_path / 'out2', model, size=32, progress=False)
     assert 'colorized 2 of 3' in str(e.value) and 'b_color.png' in str(e.value) and '.part' not in str(e.value), e.value
@@ -256,7 +256,7 @@ def test_sigterm_mid_write_leaves_no_part_file(tmp_path, ckpt, monkeypatch):
     def half_then_term(tmp):
         Path(tmp).write_bytes(b'half a photo')
         os.kill(os.getpid(), signal.SIGTERM)
-    monkeypatch.setattr(inference, 'save_image', lambda img, path, exif=None: inference._write_atomically(path, half_then_term))
+    monkeypatch.setattr(inference, 'save_image', lambda img, path, exif=None, replace=True: inference._write_atomically(path, half_then_term))
     killed = []
     old = signal.signal(signal.SIGTERM, lambda *a: killed.append(a))   # stands in for the default, which ends the process
     try: result = cli('colorize', tmp_path / 'coffee.png', '-o', tmp_path / 'out', '--checkpoint', ckpt)
@@ -287,3 +287,33 @@ def test_outputs_inside_the_input_folder_are_not_inputs(tmp_path, ckpt):
     assert [p.name for p in (src / 'out').iterdir()] == ['a_color.png']
     sub = photos(tmp_path / 'photos' / 'sub', ('b.png',))   # an output folder around the input folder excludes nothing
     assert cli('colorize', sub, '-o', tmp_path / 'photos', '--checkpoint', ckpt)[0] == 0 and (tmp_path / 'photos' / 'b_color.png').exists()
+
+
+def test_two_runs_into_one_output_never_replace_each_others_file(tmp_path, model, monkeypatch):
+    "A file that appears in the output folder after the run checked it (another run's) is left as it was, and that photo is named as skipped."
+    from colorcourse import inference
+    (tmp_path / 'in').mkdir(); coffee().save(tmp_path / 'in' / 'a.png'); coffee().save(tmp_path / 'in' / 'b.png')
+    out = tmp_path / 'out'
+    planned = inference.plan_outputs
+    def plan_then_race(files, out_dir, force=False, suffix='_color'):
+        outs = planned(files, out_dir, force, suffix)
+        Path(out_dir).mkdir(parents=True, exist_ok=True); outs[0].write_bytes(b'the other run')   # after the check, before the write
+        return outs
+    monkeypatch.setattr(inference, 'plan_outputs', plan_then_race)
+    with pytest.raises(ValueError, match=r'colorized 1 of 2.*a_color.png.*appeared'):
+        colorize_files(tmp_path / 'in', out, model=model, size=32, progress=False)
+    assert (out / 'a_color.png').read_bytes() == b'the other run' and (out / 'b_color.png').exists()
+    assert not [p for p in out.iterdir() if p.name.startswith('.')]                                  # no temporary file left
+    written = colorize_files(tmp_path / 'in', out, model=model, size=32, progress=False, force=True)   # --force replaces
+    assert len(written) == 2 and (out / 'a_color.png').read_bytes() != b'the other run'
+
+
+def test_a_checkpoint_that_appears_meanwhile_is_not_replaced(tmp_path, model, monkeypatch):
+    from colorcourse import training
+    path = tmp_path / 'g.safetensors'
+    real_save = training.save_file
+    def save_while_another_run_saves(tensors, tmp, metadata=None):
+        real_save(tensors, tmp, metadata=metadata); path.write_bytes(b'the other run')
+    monkeypatch.setattr(training, 'save_file', save_while_another_run_saves)
+    with pytest.raises(OSError, match='appeared'): save_checkpoint(path, model, size=32)
+    assert path.read_bytes() == b'the other run' and [p.name for p in tmp_path.iterdir()] == ['g.safetensors']

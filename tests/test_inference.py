@@ -14,6 +14,7 @@ from colorcourse.unet import UnetGenerator
 from colorcourse.gan import DCGANDiscriminator
 from colorcourse.pix2pix import PatchDiscriminator, PixelDiscriminator, pix2pix_generator, RGBColorizer
 from colorcourse.resnet import ResnetGenerator, resnet_unet
+from colorcourse.hints import HintColorizer   # every lesson's architectures registered, whatever ran before
 
 # One small instance of every architecture a checkpoint can hold, with non-default arguments where it has them.
 SMALL = {
@@ -30,6 +31,7 @@ SMALL = {
     'DCGANDiscriminator': lambda: DCGANDiscriminator(3, 32, 8),
     'PatchDiscriminator': lambda: PatchDiscriminator(3, 8, 2, norm='spectral'),
     'PixelDiscriminator': lambda: PixelDiscriminator(3, 8),
+    'HintColorizer': lambda: HintColorizer(UnetGenerator(4, 2, 5, 8)),
 }
 
 
