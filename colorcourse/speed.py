@@ -493,7 +493,7 @@ def cpu_speed_table(size: int = 64, bs: int = 32, nf: int = 32, threads=(1, 2), 
     return df
 
 # %% ../nbs/13_speed.ipynb #8bbd3b1d
-def busy_process() -> 'subprocess.Popen':
+def busy_process():
     "Start a second Python process that keeps one core busy until it is killed."
     import subprocess, sys
     return subprocess.Popen([sys.executable, '-c', 'while True: pass'])

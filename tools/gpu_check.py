@@ -272,6 +272,12 @@ def _plain(cfg):
     from colorcourse.cnn import plain_cnn
     return plain_cnn(cfg['nf'])
 
+def _hint_unet(cfg):
+    "Lesson 12b's hint model: the U-Net with 4 input channels (L, ab hints, mask), fed L alone (no hints) by the L1 step."
+    from colorcourse.hints import HintColorizer
+    from colorcourse.unet import UnetGenerator, max_n_down
+    return HintColorizer(UnetGenerator(4, 2, min(6, max_n_down(cfg['size'])), cfg['nf']))   # 12b's depth: at most 6 levels
+
 def _color_cnn(cfg):
     from colorcourse.cnn import ColorCNN
     return ColorCNN(cfg['nf'], cfg['n_mid'])
@@ -292,6 +298,7 @@ LESSON_MODELS = {
                       'U-Net + DCGAN': _gan(_unet(), _dcgan_d, amp=True), 'pix2pix': _gan(_p2p_g, _patch(3), amp=True),
                       'ResNet pix2pix': _gan(_resnet(init=True), _patch(3), amp=True), 'ResNet-18 U-Net': _l1(_resnet18_unet),
                       'pix2pix, SN PatchGAN': _gan(_p2p_g, _patch(3, 'spectral'), amp=True)},
+    '12b_hints': {'U-Net with hints, L1': _l1(_hint_unet), 'U-Net, L1': _l1(_unet())},
 }
 
 
