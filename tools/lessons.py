@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # The first cell of every notebook: hidden in the docs; in Colab it installs colorcourse (never torch) from the package
 # index, or, before the first release is there, from the GitHub repository (at the version's tag when it has one, else
-# main); it says whether a GPU is present. tests/test_course.py runs it offline against a local index and git repository.
+# main); it says whether a GPU is present. tests/test_setup_cell.py runs it offline against a local index and git repository.
 def course_version(root=ROOT) -> str:
     "The package's version, as colorcourse/__init__.py states it."
     return re.search(r'__version__\s*=\s*["\']([^"\']+)', (Path(root) / 'colorcourse' / '__init__.py').read_text()).group(1)
