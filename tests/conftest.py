@@ -72,3 +72,49 @@ def wheel_venv(dist, tmp_path_factory) -> Path:
     run([python, '-m', 'pip', 'install', '-q', dist['wheel'], 'ipykernel'], timeout=1800, env=outside_env(), cwd=python.parent)
     yield python
     shutil.rmtree(python.parent.parent, ignore_errors=True)   # several GB (torch): pytest would keep it otherwise
+
+
+# --- Bad input (tests/test_bad_input*.py): the command run in-process, a refusal's shape, a small model and photo. ---
+import io
+from contextlib import redirect_stderr, redirect_stdout
+
+
+def cli(*argv):
+    "Run `colorcourse *argv` in this process: (exit code, stdout, stderr)."
+    from colorcourse.cli import main
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err): code = main([str(a) for a in argv])
+    return code, out.getvalue(), err.getvalue()
+
+
+def one_line_error(result, *fragments, code=2):
+    "A refusal: the exit code, one line on stderr naming the problem, no traceback."
+    rc, _, err = result
+    lines = err.strip().splitlines()
+    assert rc == code, (rc, err)
+    assert len(lines) == 1 and 'Traceback' not in err, err
+    for f in fragments: assert f in lines[0], (f, lines[0])
+    return lines[0]
+
+
+def coffee(size=(96, 64)):
+    "scikit-image's coffee photo at `size`, as a PIL image."
+    from PIL import Image
+    from skimage import data
+    return Image.fromarray(data.coffee()).resize(size)
+
+
+@pytest.fixture(scope='module')
+def model():
+    "A small pix2pix generator (32 px, width 8) in eval mode, the same weights for every module that asks."
+    import torch
+    from colorcourse.pix2pix import pix2pix_generator
+    torch.manual_seed(0)
+    return pix2pix_generator(32, nf=8).eval()
+
+
+@pytest.fixture(scope='module')
+def ckpt(tmp_path_factory, model):
+    "`model` saved as a checkpoint file."
+    from colorcourse.inference import save_checkpoint
+    return save_checkpoint(tmp_path_factory.mktemp('ckpt') / 'g.safetensors', model, size=32)

@@ -12,17 +12,6 @@ from colorcourse.inference import colorize, load_checkpoint, save_checkpoint
 from colorcourse.pix2pix import pix2pix_generator
 
 
-@pytest.fixture(scope='module')
-def model():
-    torch.manual_seed(0)
-    return pix2pix_generator(32, nf=8).eval()
-
-
-@pytest.fixture(scope='module')
-def ckpt(tmp_path_factory, model):
-    return save_checkpoint(tmp_path_factory.mktemp('ckpt') / 'g.safetensors', model, size=32)
-
-
 def coffee_gray(size=(96, 64)) -> np.ndarray:
     from skimage import data
     return np.asarray(Image.fromarray(data.coffee()).resize(size).convert('L'), dtype=np.float32)

@@ -1,6 +1,5 @@
 "Bad input, second round (issue 31), part B"
 import errno, io, os, signal, tempfile, threading
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import numpy as np
@@ -8,42 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from colorcourse.cli import main
 from colorcourse.inference import colorize, colorize_files, save_checkpoint, load_checkpoint
 from colorcourse.pix2pix import pix2pix_generator
-
-
-def cli(*argv):
-    "Run `colorcourse *argv` in this process: (exit code, stdout, stderr)."
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err): code = main([str(a) for a in argv])
-    return code, out.getvalue(), err.getvalue()
-
-
-def one_line_error(result, *fragments, code=2):
-    "A refusal: the exit code, one line on stderr naming the problem, no traceback."
-    rc, _, err = result
-    lines = err.strip().splitlines()
-    assert rc == code, (rc, err)
-    assert len(lines) == 1 and 'Traceback' not in err, err
-    for f in fragments: assert f in lines[0], (f, lines[0])
-    return lines[0]
-
-
-@pytest.fixture(scope='module')
-def model():
-    torch.manual_seed(0)
-    return pix2pix_generator(32, nf=8).eval()
-
-
-@pytest.fixture(scope='module')
-def ckpt(tmp_path_factory, model):
-    return save_checkpoint(tmp_path_factory.mktemp('ckpt') / 'g.safetensors', model, size=32)
-
-
-def coffee(size=(96, 64)) -> Image.Image:
-    from skimage import data
-    return Image.fromarray(data.coffee()).resize(size)
+from conftest import cli, one_line_error, coffee
 
 
 def photos(folder: Path, names=('a.png', 'b.png', 'c.png')) -> Path:
