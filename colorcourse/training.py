@@ -9,10 +9,10 @@ __all__ = ['ARCHITECTURES', 'TEST_SPLITS', 'BUILD_LIMITS', 'RECIPES', 'records_a
            'reference_batch', 'check_output_shape', 'ShapeCheck', 'native_bf16', 'CPUMixedPrecision',
            'compile_networks', 'add_fast_path', 'colorization_learner', 'ShowGrid', 'LossRecorder', 'ConstantColor',
            'mean_ab', 'train_view', 'train_test_folders', 'whole_images', 'with_test_images', 'score_models',
-           'arch_config', 'network_of', 'build_note', 'build_from_config', 'save_checkpoint', 'read_checkpoint_info',
-           'load_checkpoint', 'Recipe', 'register_recipe', 'one_cycle', 'constant_rate', 'simple_recipe_learner',
-           'launched_distributed', 'distributed_setup', 'distributed_teardown', 'is_main_process', 'wait_for_all',
-           'main_process_first', 'distributed_training']
+           'image_scores_of', 'score_images', 'arch_config', 'network_of', 'build_note', 'build_from_config',
+           'save_checkpoint', 'read_checkpoint_info', 'load_checkpoint', 'Recipe', 'register_recipe', 'one_cycle',
+           'constant_rate', 'simple_recipe_learner', 'launched_distributed', 'distributed_setup',
+           'distributed_teardown', 'is_main_process', 'wait_for_all', 'main_process_first', 'distributed_training']
 
 # %% ../nbs/04_training.ipynb #8f9dd5e1
 import errno, functools, inspect, json, math, os, re, tempfile, threading, warnings
@@ -38,7 +38,7 @@ from . import __version__
 from .core import check_writable_folder, evaluating, show_images
 from .data import colorization_dls
 from .lab import lab_decode
-from .metrics import colorization_metrics
+from .metrics import colorization_metrics, image_scores
 
 # %% ../nbs/04_training.ipynb #70d0d4b8
 ARCHITECTURES = {}   # name -> class or factory, filled by `records_args` as the lessons define their models
@@ -249,11 +249,11 @@ class ConstantColor(nn.Module):
         return self.ab.to(L.dtype).expand(L.shape[0], 2, *L.shape[2:])
 
 # %% ../nbs/04_training.ipynb #ec70fecf
-def mean_ab(dl, n_batches: int = 8) -> tuple:
-    "The mean ab (model space) of up to `n_batches` batches of a loader."
+def mean_ab(dl, n_batches: Optional[int] = 8) -> tuple:
+    "The mean ab (model space) of up to `n_batches` batches of a loader (None: all of them, e.g. every training photo of `train_view(dls)`)."
     total, count = torch.zeros(2), 0
     for i, (L, ab) in enumerate(dl):
-        if i == n_batches: break
+        if n_batches is not None and i == n_batches: break
         total += ab.float().sum((0, 2, 3)).cpu(); count += ab.shape[0] * ab.shape[2] * ab.shape[3]
     return tuple((total / count).tolist())
 
@@ -292,6 +292,20 @@ def score_models(dls, models: dict, dl=None, **kwargs):
         with learn.no_bar(): values = learn.validate(dl=dl)
         rows[name] = dict(zip(['loss'] + [m.name for m in learn.metrics], values))
     return pd.DataFrame(rows).T
+
+# %% ../nbs/04_training.ipynb #2ee59c29
+def image_scores_of(model: nn.Module, dl) -> dict:
+    "Lesson 03's scores of `model` for every image of `dl`, in order: `{metric: (N,) tensor}`."
+    device, out = next(iter(model.parameters()), torch.empty(0)).device, {}
+    with evaluating(model), torch.no_grad():
+        for L, ab in dl:
+            for k, v in image_scores(model(L.to(device)).float(), ab.float().to(device), L.float().to(device)).items():
+                out.setdefault(k, []).append(v.cpu())
+    return {k: torch.cat(v) for k, v in out.items()}
+
+def score_images(models: dict, dl) -> dict:
+    "`{name: image_scores_of(model, dl)}` for each named model: per-image scores, ready for `compare_scores`."
+    return {name: image_scores_of(model, dl) for name, model in models.items()}
 
 # %% ../nbs/04_training.ipynb #85d1d628
 def _json_arg(value, where: str):
