@@ -230,7 +230,7 @@ def train_and_save(name: str, dls, epochs: int, out, nf: int = 64, lr: Optional[
 def _train_options(p: argparse.ArgumentParser):
     "Options of `train`."
     p.add_argument('--model', choices=MODELS, default='pix2pix', help='which model family (default: pix2pix)')
-    p.add_argument('--data', default='sample', help="'sample', tiny-imagenet, cifar10, coco-sample, imagenette, or a folder")
+    p.add_argument('--data', default='sample', help="'sample', tiny-imagenet, cifar10, coco-sample, imagenette, imagenette-320, or a folder")
     p.add_argument('--size', type=int, default=64, help='training image size in pixels (default: 64)')
     p.add_argument('--epochs', type=int, default=5, help='epochs (default: 5)')
     p.add_argument('--epoch-len', type=int, default=None, help=f'random crops per epoch, at most {MAX_EPOCH_LEN:,} (default: one per photo)')

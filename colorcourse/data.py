@@ -467,6 +467,8 @@ DATASETS = {
                                  "fastai's COCO sample: about 22,000 images of everyday scenes", fastai=True),
     'imagenette': RemoteDataset(URLs.IMAGENETTE_160, None, None, 'imagenette2-160',
                                 'Imagenette: 10 easy ImageNet classes, 160 px (fastai)', fastai=True),
+    'imagenette-320': RemoteDataset(URLs.IMAGENETTE_320, None, None, 'imagenette2-320',
+                                    'Imagenette: 10 easy ImageNet classes, shorter side 320 px (fastai)', fastai=True),
 }
 
 # %% ../nbs/02_data.ipynb #ab0f790c

@@ -168,7 +168,7 @@ def test_fastai_keeps_a_checksum_for_each_dataset_it_hosts():
     from fastdownload import read_checks, checks_module
     checks = read_checks(checks_module(fastai.data))
     hosted = [name for name, info in DATASETS.items() if info.fastai]
-    assert sorted(hosted) == ['cifar10', 'coco-sample', 'imagenette']
+    assert sorted(hosted) == ['cifar10', 'coco-sample', 'imagenette', 'imagenette-320']
     assert all(DATASETS[name].url in checks for name in hosted)
 
 
@@ -216,7 +216,7 @@ def test_the_package_lists_the_900_imagenet_photos():
 
 
 def test_unknown_dataset_names_the_choices():
-    with pytest.raises(ValueError, match='cifar10, coco-sample, imagenet-sample, imagenette, tiny-imagenet'):
+    with pytest.raises(ValueError, match='cifar10, coco-sample, imagenet-sample, imagenette, imagenette-320, tiny-imagenet'):
         download('coco')
 
 

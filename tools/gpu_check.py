@@ -65,7 +65,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / 'tools')]   # colorcourse from this checko
 
 BUDGET_S = 480
 # dataset of a full configuration -> the subfolder of --data that stands in for it
-STAND_INS = {'tiny-imagenet': 'imagenet', 'coco-sample': 'imagenet', 'imagenette': 'imagenet', 'imagenet-sample': 'imagenet',
+STAND_INS = {'tiny-imagenet': 'imagenet', 'coco-sample': 'imagenet', 'imagenette': 'imagenet', 'imagenette-320': 'imagenet', 'imagenet-sample': 'imagenet',
              'cifar10': 'cifar10'}
 
 

@@ -15,7 +15,7 @@ NBS = ROOT / 'nbs'
 
 # The image count of the folder `lesson_source(dataset)` returns, as lesson 02's table of datasets states it: `download`
 # extracts every split (Tiny ImageNet's train, val and test; CIFAR-10's train and test), and colorization_dls reads them all.
-DATASET_IMAGES = {'tiny-imagenet': 120_000, 'cifar10': 60_000, 'coco-sample': 22_000, 'imagenette': 13_394, 'imagenet-sample': 900}
+DATASET_IMAGES = {'tiny-imagenet': 120_000, 'cifar10': 60_000, 'coco-sample': 22_000, 'imagenette': 13_394, 'imagenette-320': 13_394, 'imagenet-sample': 900}
 
 
 def _literal_dict(node: ast.AST, where: str) -> dict:
