@@ -8,8 +8,8 @@ import torch.nn as nn
 from torch.nn.utils import parametrizations
 
 from colorcourse.pix2pix import PixelDiscriminator, PatchDiscriminator
-from colorcourse.spectral import (SpectralNormRecorder, copy_from_torch, effective_weight, layer_spectral_norms,
-                                  power_iteration, sn_dim, spectral_norm, weight_matrix)
+from colorcourse.spectral import (SpectralNormRecorder, copy_from_torch, effective_weight, eval_layer_norms, layer_spectral_norms,
+                                  power_iteration, scale_free_layers, sn_dim, spectral_norm, weight_matrix)
 
 LAYERS = {
     'linear': (lambda: nn.Linear(20, 10), (4, 20)),
@@ -154,3 +154,47 @@ def test_recorder_standalone():
     frame = rec.frame()
     assert list(frame.columns) == ['0', '2'] and list(frame.index) == [0, 2, 4, 6]
     assert abs(frame['0'].iloc[-1] - 1) < 0.05
+
+
+def trained_batchnorm_patchgan(norm='batch'):
+    "A small PatchGAN whose BatchNorm layers hold running statistics and scales of their own."
+    torch.manual_seed(0)
+    D = PatchDiscriminator(3, 8, 2, norm=norm)
+    with torch.no_grad():
+        for m in D.modules():
+            if isinstance(m, nn.BatchNorm2d): m.weight.uniform_(0.5, 2.)
+        D.train()
+        for _ in range(3): D(torch.randn(8, 3, 32, 32) * 2)
+    return D.eval()
+
+
+def test_scale_free_layers_are_the_convolutions_a_norm_follows():
+    assert scale_free_layers(PatchDiscriminator(3, 8, 3, norm='batch')) == ['layers.2', 'layers.5', 'layers.8']
+    assert scale_free_layers(PatchDiscriminator(3, 8, 2, norm='instance')) == ['layers.2', 'layers.5']
+    assert scale_free_layers(PatchDiscriminator(3, 8, 2, norm='spectral')) == []
+    assert scale_free_layers(PixelDiscriminator(3, 8, norm='batch')) == ['layers.2']
+
+
+def test_eval_layer_norms_match_the_fused_convolution():
+    "A convolution followed by BatchNorm, fused into one convolution by PyTorch's own helper, has the norm eval_layer_norms gives."
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+    D = trained_batchnorm_patchgan()
+    norms = eval_layer_norms(D)
+    for conv, bn in ((D.layers[2], D.layers[3]), (D.layers[5], D.layers[6])):
+        fused = fuse_conv_bn_eval(conv, bn)
+        name = next(n for n, m in D.named_modules() if m is conv)
+        assert norms[name] == pytest.approx(exact_sigma(fused.weight).item(), rel=1e-4)
+    assert norms['layers.0'] == pytest.approx(exact_sigma(D.layers[0].weight).item(), rel=1e-5)   # no norm after it
+
+
+def test_eval_layer_norms_ignore_the_scale_batchnorm_divides_out():
+    D = trained_batchnorm_patchgan()
+    before, raw = eval_layer_norms(D), layer_spectral_norms(D)
+    with torch.no_grad(): D.layers[2].weight.mul_(7.); D.layers[3].running_var.mul_(49.)
+    assert eval_layer_norms(D)['layers.2'] == pytest.approx(before['layers.2'], rel=1e-3)
+    assert layer_spectral_norms(D)['layers.2'] == pytest.approx(7 * raw['layers.2'], rel=1e-4)
+
+
+def test_eval_layer_norms_of_a_spectrally_normalized_discriminator_are_one():
+    D = PatchDiscriminator(3, 8, 2, norm='spectral').eval()
+    assert all(v == pytest.approx(1., abs=0.05) for v in eval_layer_norms(D).values())

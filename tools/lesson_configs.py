@@ -40,10 +40,11 @@ def _is_dict(node: ast.AST) -> bool:
     return isinstance(node, ast.Dict) or (isinstance(node, ast.Call) and getattr(node.func, 'id', None) == 'dict')
 
 
-def notebook_config(path) -> dict:
-    "The first `course_config(full=..., smoke=..., **shared)` call of a notebook as `{'full':…, 'smoke':…, 'shared':…}` (and any other run size given as a dict); None if it has none."
+def notebook_configs(path) -> list:
+    "Every `course_config(full=..., smoke=..., **shared)` call of a notebook, in order, each as `{'full':…, 'smoke':…, 'shared':…}` (and any other run size given as a dict)."
     path = Path(path)
     cells = json.loads(path.read_text(encoding='utf-8'))['cells']
+    found = []
     for i, cell in enumerate(cells):
         if cell['cell_type'] != 'code': continue
         for call in _config_calls(''.join(cell['source'])):
@@ -52,14 +53,20 @@ def notebook_config(path) -> dict:
             where = f"{path.name}, cell {i}"
             if None in kw: raise ValueError(f"{where}: `**` in course_config(...) cannot be read without running the notebook")
             sizes = {k: _literal_dict(v, where) for k, v in kw.items() if k in ('full', 'smoke') or _is_dict(v)}
-            return dict(**sizes, shared={k: ast.literal_eval(v) for k, v in kw.items() if k not in sizes})
-    return None
+            found.append(dict(**sizes, shared={k: ast.literal_eval(v) for k, v in kw.items() if k not in sizes}))
+    return found
 
 
-def lesson_config(path, which: str = 'full') -> dict:
-    "A notebook's settings as `course_config` gives them in a `which` run ('full', 'smoke', or another size it names), before any overrides."
-    cfg = notebook_config(path)
-    if cfg is None: raise ValueError(f"{Path(path).name} has no course_config(full=..., smoke=...) cell")
+def notebook_config(path, index: int = 0) -> dict:
+    "The `index`-th (default: the first) `course_config(...)` call of a notebook, as `notebook_configs` reads it; None if it has none."
+    configs = notebook_configs(path)
+    return configs[index] if index < len(configs) else None
+
+
+def lesson_config(path, which: str = 'full', index: int = 0) -> dict:
+    "A notebook's settings as its `index`-th `course_config` gives them in a `which` run ('full', 'smoke', or another size it names), before any overrides."
+    cfg = notebook_config(path, index)
+    if cfg is None: raise ValueError(f"{Path(path).name} has no course_config(full=..., smoke=...) cell" + (f" number {index + 1}" if index else ''))
     sizes = [k for k in cfg if k != 'shared']
     if which not in sizes: raise ValueError(f"which must be one of {sizes} for {Path(path).name}; got {which!r}")
     return {**cfg['shared'], **cfg[which]}

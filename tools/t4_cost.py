@@ -38,26 +38,33 @@ CUDA_CONTEXT_GB = 0.5
 PROCESS_RAM_GB = 3.0
 
 # Photos a full run trains on and is tested on: the folders `train_test_folders` picks (lesson 04).
-TRAIN_IMAGES = {'tiny-imagenet': 100_000, 'cifar10': 50_000}
-TEST_IMAGES = {'tiny-imagenet': 10_000, 'cifar10': 10_000}
+TRAIN_IMAGES = {'tiny-imagenet': 100_000, 'cifar10': 50_000, 'imagenette-320': 9_469}
+TEST_IMAGES = {'tiny-imagenet': 10_000, 'cifar10': 10_000, 'imagenette-320': 3_925}
 
 # How many times each notebook trains each model of `gpu_check.LESSON_MODELS` in its full run (models of equal cost share
-# a name: lesson 05's ColorCNN with MSE, L1 and smooth L1 all count as 'ColorCNN, L1').
+# a name: lesson 05's ColorCNN with MSE, L1 and smooth L1 all count as 'ColorCNN, L1'). A list holds one such dict per
+# `course_config` call of the notebook, in order, for a lesson whose experiments run at two configurations.
 RUNS = {
     '04_training': {'simple_colorizer, L1': 1},
     '05_cnn': {'plain CNN, L1': 1, 'ColorCNN, L1': 'seeds*2+1', 'ColorCNN, classes': 'seeds'},   # MSE and L1 per seed, smooth L1 once
     '06_unet': {'U-Net, L1': 'seeds*2', 'no skips, L1': 'seeds'},                                  # L2 and L1 per seed; no skips per seed
     '07_dcgan': {'U-Net + DCGAN': 'seeds', 'U-Net, L1': 'seeds'},
+    # pix2pix and L1 per seed; the pre-trained model's L1 third and GAN two thirds; the RGB model costs what an L1 U-Net does
+    '08_pix2pix': {'pix2pix (70x70 PatchGAN)': 'seeds + 2/3', 'U-Net, L1': 'seeds + 1/3 + 1', 'PixelGAN': 1, '16x16 PatchGAN': 1,
+                   'whole-image discriminator': 1},
+    # Ehrenberg's PixelGANs and the L1 model on CIFAR-10; then the 34x34 PatchGANs per seed and the L1 reference on Tiny ImageNet
+    '10_spectral_norm': [{'PixelGAN, spectral norm': 1, 'PixelGAN, BatchNorm': 1, 'U-Net, L1': 1},
+                         {'PatchGAN 34x34, spectral norm': 'seeds', 'PatchGAN 34x34, BatchNorm': 'seeds', 'U-Net, L1': 1}],
 }
-FP32_LESSONS = ()   # lessons whose full run trains without mixed precision on a GPU
+FP32_LESSONS = ('10_spectral_norm',)   # lessons whose full run trains without mixed precision on a GPU (spectral norm's power iteration stays in fp32)
 
 STATED = re.compile(r"\*\*Cost of the full run on a Colab T4\*\*.*?: about ([\d,]+) minutes?, ([\d.]+) GB of GPU memory and "
                     r"([\d.]+) GB of RAM", re.S)
 
 
-def run_count(value, cfg: dict) -> int:
-    "A `RUNS` entry as a number: an int, or an expression in the configuration's `seeds`."
-    return value if isinstance(value, int) else int(eval(value, {}, {'seeds': cfg.get('seeds', 1)}))
+def run_count(value, cfg: dict) -> float:
+    "A `RUNS` entry as a number: a number, or an expression in the configuration's `seeds` (a fraction for a run cut short)."
+    return value if isinstance(value, (int, float)) else float(eval(value, {}, {'seeds': cfg.get('seeds', 1)}))
 
 
 def synthetic_dls(size: int, bs: int):
@@ -108,32 +115,43 @@ def step_cost(make_learner, cfg: dict) -> dict:
                 params=sum(p.numel() for p in learn.model.parameters()), saved_bytes=sum(saved.values()))
 
 
-def lesson_cost(stem: str) -> dict:
-    "The estimated cost of lesson `stem`'s full run on a T4: minutes, GPU memory (GB), RAM (GB), and how they were reached."
-    from lesson_configs import NBS, lesson_config, cache_bytes
+def config_cost(stem: str, runs: dict, cfg: dict, precision: str) -> dict:
+    "The estimated cost of the models `runs` trains at one full configuration `cfg` of lesson `stem`."
     from gpu_check import LESSON_MODELS
-    import gpu_check
-    gpu_check.lesson_amp = lambda learn: learn    # count the fp32 graph: the FLOPs are the same under mixed precision
-    cfg = lesson_config(NBS / f'{stem}.ipynb', 'full')
+    from lesson_configs import cache_bytes
     n_train, n_test = TRAIN_IMAGES[cfg['dataset']], TEST_IMAGES[cfg['dataset']]
     n_valid = round(n_train * cfg.get('valid_pct', 0.1))
     steps = (cfg.get('epoch_len') or n_train - n_valid) // cfg['bs'] * cfg['epochs']
     scored = cfg['epochs'] * n_valid + n_test
-    precision = 'fp32' if stem in FP32_LESSONS else 'mixed'
     rate = SUSTAINED * T4_PEAK[precision]
     models, flops, seconds = {}, 0., 0.
-    for name, runs in RUNS[stem].items():
+    for name, count in runs.items():
         c = step_cost(LESSON_MODELS[stem][name], cfg)
-        c['runs'] = run_count(runs, cfg)
+        c['runs'] = run_count(count, cfg)
         c['flops'] = c['runs'] * (steps * c['step_flops'] + scored * c['forward_flops_per_image'])
         c['seconds'] = c['runs'] * (steps * max(c['step_flops'] / rate, MIN_STEP_S)
                                     + scored / cfg['bs'] * max(cfg['bs'] * c['forward_flops_per_image'] / rate, MIN_STEP_S / 3))
         c['gpu_gb'] = (16 * c['params'] + c['saved_bytes']) / 1e9 + CUDA_CONTEXT_GB
         models[name], flops, seconds = c, flops + c['flops'], seconds + c['seconds']
+    return dict(models=models, flops=flops, seconds=seconds, steps=steps, scored=scored,
+                cache_gb=cache_bytes(cfg['size'], n_train + n_test) / 1e9)
+
+
+def lesson_cost(stem: str) -> dict:
+    "The estimated cost of lesson `stem`'s full run on a T4: minutes, GPU memory (GB), RAM (GB), and how they were reached."
+    from lesson_configs import NBS, lesson_config
+    import gpu_check
+    gpu_check.lesson_amp = lambda learn: learn    # count the fp32 graph: the FLOPs are the same under mixed precision
+    precision = 'fp32' if stem in FP32_LESSONS else 'mixed'
+    parts = RUNS[stem] if isinstance(RUNS[stem], list) else [RUNS[stem]]
+    costs = [config_cost(stem, runs, lesson_config(NBS / f'{stem}.ipynb', 'full', i), precision) for i, runs in enumerate(parts)]
+    models = {f'{name} (configuration {i + 1})' if len(costs) > 1 else name: m for i, c in enumerate(costs) for name, m in c['models'].items()}
+    seconds = sum(c['seconds'] for c in costs)
     return dict(lesson=stem, minutes=max(1, round(seconds / 60)), gpu_gb=round(max(m['gpu_gb'] for m in models.values()), 1),
-                ram_gb=round(cache_bytes(cfg['size'], n_train + n_test) / 1e9 + PROCESS_RAM_GB, 1),
-                flops=flops, precision=precision, sustained_tflops=rate / 1e12, steps_per_run=steps, images_scored_per_run=scored,
-                models=models)
+                ram_gb=round(max(c['cache_gb'] for c in costs) + PROCESS_RAM_GB, 1),
+                flops=sum(c['flops'] for c in costs), precision=precision, sustained_tflops=SUSTAINED * T4_PEAK[precision] / 1e12,
+                steps_per_run=[c['steps'] for c in costs] if len(costs) > 1 else costs[0]['steps'],
+                images_scored_per_run=[c['scored'] for c in costs] if len(costs) > 1 else costs[0]['scored'], models=models)
 
 
 def stated_cost(stem: str):
