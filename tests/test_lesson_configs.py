@@ -92,7 +92,7 @@ def build_peak_factor() -> float:
 def test_full_configuration_image_cache_fits_free_colab_ram(stem, build_peak_factor):
     cfg = TRAINING[stem]
     n = lc.DATASET_IMAGES[cfg['dataset']]
-    cache = lc.cache_bytes(cfg['size'], n)
+    cache = lc.cache_bytes(cfg['size'], n, cfg.get('cache_side'))
     peak = build_peak_factor * cache
     assert peak + REST <= RAM_LIMIT, (f"{stem}: {n:,} {cfg['dataset']} images at {cfg['size']} px make a {cache / 1e9:.2f} GB cache, "
                                       f"{peak / 1e9:.1f} GB while it is built; with {REST / 1e9:.0f} GB for the rest, that exceeds "

@@ -87,10 +87,10 @@ def training_lessons(nbs=NBS, which: str = 'full') -> dict:
     return out
 
 
-def cache_bytes(size: int, n_images: int) -> int:
-    "Bytes of the uint8 image cache that `colorization_dls` builds for `n_images` photos trained at `size` px."
+def cache_bytes(size: int, n_images: int, side=None) -> int:
+    "Bytes of the uint8 image cache that `colorization_dls` builds for `n_images` photos trained at `size` px (squares of `side`, default its own choice)."
     from colorcourse.data import default_cache_side
-    return n_images * 3 * default_cache_side(size, n_images) ** 2
+    return n_images * 3 * (side or default_cache_side(size, n_images)) ** 2
 
 
 if __name__ == '__main__':

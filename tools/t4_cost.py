@@ -134,7 +134,7 @@ def config_cost(stem: str, runs: dict, cfg: dict, precision: str) -> dict:
         c['gpu_gb'] = (16 * c['params'] + c['saved_bytes']) / 1e9 + CUDA_CONTEXT_GB
         models[name], flops, seconds = c, flops + c['flops'], seconds + c['seconds']
     return dict(models=models, flops=flops, seconds=seconds, steps=steps, scored=scored,
-                cache_gb=cache_bytes(cfg['size'], n_train + n_test) / 1e9)
+                cache_gb=cache_bytes(cfg['size'], n_train + n_test, cfg.get('cache_side')) / 1e9)
 
 
 def lesson_cost(stem: str) -> dict:
