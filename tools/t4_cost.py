@@ -56,7 +56,7 @@ RUNS = {
     '10_spectral_norm': [{'PixelGAN, spectral norm': 1, 'PixelGAN, BatchNorm': 1, 'U-Net, L1': 1},
                          {'PatchGAN 34x34, spectral norm': 'seeds', 'PatchGAN 34x34, BatchNorm': 'seeds', 'U-Net, L1': 1}],
 }
-FP32_LESSONS = ('10_spectral_norm',)   # lessons whose full run trains without mixed precision on a GPU (spectral norm's power iteration stays in fp32)
+FP32_LESSONS = ('10_spectral_norm',)   # lessons whose full run trains without mixed precision on a GPU (lesson 10 builds its Learners without fast=True)
 
 STATED = re.compile(r"\*\*Cost of the full run on a Colab T4\*\*.*?: about ([\d,]+) minutes?, ([\d.]+) GB of GPU memory and "
                     r"([\d.]+) GB of RAM", re.S)
