@@ -79,13 +79,13 @@ def discriminator_targets(n: int, real: bool, smooth: bool = False, noisy: bool 
 INITS = ('normal', 'xavier')
 
 def init_weights(model: nn.Module, kind: str = 'normal', gain: float = 0.02) -> nn.Module:
-    "Initialize in place: conv and linear weights N(0, `gain`) (DCGAN's) or Xavier-uniform with `gain`, biases 0, BatchNorm scales N(1, `gain`)."
+    "Initialize in place: conv and linear weights N(0, `gain`) (DCGAN's) or Xavier-normal with `gain` (pix2pix's `--init_type xavier`), biases 0, BatchNorm scales N(1, `gain`)."
     if kind not in INITS: raise ValueError(f"kind must be one of {', '.join(map(repr, INITS))}; got {kind!r}")
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
             w = m.parametrizations.weight.original if parametrize.is_parametrized(m, 'weight') else m.weight
             if kind == 'normal': nn.init.normal_(w, 0., gain)
-            else: nn.init.xavier_uniform_(w, gain)
+            else: nn.init.xavier_normal_(w, gain)
             retune_spectral_norm(m)             # spectral norm's vectors must follow the new weights
             if m.bias is not None: nn.init.zeros_(m.bias)
         elif isinstance(m, nn.BatchNorm2d):

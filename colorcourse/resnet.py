@@ -6,15 +6,27 @@ Docs: https://colorcourse.github.io/colorcourse/resnet.html.md"""
 
 # %% auto #0
 __all__ = ['RESNET_ARCHS', 'resnet_block_layers', 'ResnetBlock', 'resnet_up_conv', 'ResnetGenerator', 'resnet_encoder',
-           'resnet_unet', 'resnet_recipe_learner']
+           'encoder_body', 'resnet_unet', 'image_class', 'LightnessAndClass', 'ClassDataLoader', 'classification_dls',
+           'resnet_classifier', 'classifier_encoder', 'EpochCheckpoint', 'pretrain_encoder', 'top1_accuracy',
+           'resnet_recipe_learner']
 
 # %% ../nbs/09_resnet.ipynb #c9cbd161
-import warnings
+import copy, functools, random, time, warnings
+from pathlib import Path
 from typing import Optional
+import numpy as np
+import pandas as pd
 import torch
 import torch.nn as nn
 from torch.nn.utils import parametrize
-from .training import Recipe, build_note, records_args, register_recipe
+from fastai.data.core import DataLoaders, ItemTransform   # ItemTransform: a transform of the whole (x, y) pair
+from fastai.learner import Learner, Recorder
+from fastai.callback.core import Callback
+from fastai.metrics import accuracy
+from .core import evaluating, seed_everything
+from .data import CachedImages, ColorDataLoader, LabBatch
+from .training import (Recipe, _write_atomically, add_fast_path, build_note, load_checkpoint, read_checkpoint_info,
+                                  records_args, register_recipe, save_checkpoint)
 from .unet import check_norm, conv_layer, norm_layer, retune_spectral_norm
 from .gan import INITS, gan_learner, init_weights
 from .pix2pix import PatchDiscriminator, fit_pix2pix
@@ -75,10 +87,11 @@ class ResnetGenerator(nn.Module):
 # %% ../nbs/09_resnet.ipynb #ead743be
 RESNET_ARCHS = ('resnet18', 'resnet34')
 
-def resnet_encoder(arch: str = 'resnet18', pretrained: bool = True) -> tuple:
-    "A torchvision ResNet and whether it has ImageNet weights: downloaded if `pretrained` and possible, else random, with a warning."
+def resnet_encoder(arch: str = 'resnet18', pretrained=True) -> tuple:
+    "A torchvision ResNet and whether it has pretrained weights: ImageNet's if `pretrained` is True (downloaded, else random with a warning), a `pretrain_encoder` file's if it is a path."
     import torchvision.models as tvm
     if arch not in RESNET_ARCHS: raise ValueError(f"arch must be one of {', '.join(map(repr, RESNET_ARCHS))}; got {arch!r}")
+    if isinstance(pretrained, (str, Path)): return classifier_encoder(pretrained, arch), True
     if pretrained:
         try: return tvm.get_model(arch, weights='DEFAULT'), True
         except (OSError, RuntimeError, ValueError) as e:   # no internet (URLError is an OSError), a bad download, ...
@@ -87,19 +100,160 @@ def resnet_encoder(arch: str = 'resnet18', pretrained: bool = True) -> tuple:
             return tvm.get_model(arch, weights=None), False
     return tvm.get_model(arch, weights=None), False
 
-@records_args
-def resnet_unet(arch: str = 'resnet18', pretrained: bool = True, size: int = 64, n_in: int = 1, n_out: int = 2,
-                **kwargs) -> nn.Module:
-    "fastai's `DynamicUnet` on a ResNet encoder (ImageNet weights if they can be loaded), `n_in` channels in, `n_out` in (-1, 1) out."
+def encoder_body(encoder: nn.Module, n_in: int, pretrained: bool) -> nn.Sequential:
+    "The ResNet without its average pool and classifier, taking `n_in` channels (an RGB stem's filters summed by `create_body` when pretrained)."
     from fastai.vision.learner import create_body
+    if encoder.conv1.in_channels == n_in: return nn.Sequential(*list(encoder.children())[:-2])   # already the right stem
+    return create_body(encoder, n_in=n_in, pretrained=pretrained, cut=-2)
+
+@records_args
+def resnet_unet(arch: str = 'resnet18', pretrained=True, size: int = 64, n_in: int = 1, n_out: int = 2,
+                **kwargs) -> nn.Module:
+    "fastai's `DynamicUnet` on a ResNet encoder (ImageNet weights if they can be loaded, or a `pretrain_encoder` file's), `n_in` channels in, `n_out` in (-1, 1) out."
     from fastai.vision.models.unet import DynamicUnet
     encoder, loaded = resnet_encoder(arch, pretrained)
-    if pretrained and loaded: build_note(f'resnet_unet: {arch} encoder with ImageNet weights')   # silent when a checkpoint is loaded
+    if isinstance(pretrained, (str, Path)): build_note(f'resnet_unet: {arch} encoder pretrained by classification ({Path(pretrained).name})')
+    elif pretrained and loaded: build_note(f'resnet_unet: {arch} encoder with ImageNet weights')   # silent when a checkpoint is loaded
     elif not pretrained: build_note(f'resnet_unet: {arch} encoder, randomly initialized (pretrained=False)')
-    body = create_body(encoder, n_in=n_in, pretrained=loaded, cut=-2)   # drop the average pool and the classifier
-    model = DynamicUnet(body, n_out, (size, size), y_range=(-1, 1), **kwargs)
+    model = DynamicUnet(encoder_body(encoder, n_in, loaded), n_out, (size, size), y_range=(-1, 1), **kwargs)
     model.pretrained = loaded
     return model
+
+# %% ../nbs/09_resnet.ipynb #41fa42f9
+def image_class(name) -> str:
+    "The class of an image file: Tiny ImageNet's `val_annotations.txt` entry for its val/ photos, the folder above `images/` for its train/ ones, else the parent folder."
+    path = Path(name)
+    if path.parent.name == 'images':
+        annotations = path.parent.parent / 'val_annotations.txt'
+        if annotations.is_file(): return _annotations(annotations)[path.name]
+        return path.parent.parent.name
+    return path.parent.name
+
+@functools.lru_cache(maxsize=8)
+def _annotations(path: Path) -> dict:
+    "Tiny ImageNet's `val_annotations.txt` as {file name: class}."
+    return dict(line.split('\t')[:2] for line in path.read_text().splitlines() if line.strip())
+
+# %% ../nbs/09_resnet.ipynb #a2e56d01
+class LightnessAndClass(ItemTransform):
+    "A batch of (uint8 squares, class indices) to (L in model space, class indices): the crops of `lab`, their colour dropped."
+    def __init__(self, lab: LabBatch): self.lab = lab
+    def encodes(self, b): return self.lab(b[0])[0], b[1]
+
+class ClassDataLoader(ColorDataLoader):
+    "A `ColorDataLoader` of cached squares that yields `(L, class index)` batches: the lightness of each crop and its photo's class."
+    def create_batches(self, samples):
+        for idxs in self.chunkify(samples):
+            pos = np.asarray(list(idxs)) % len(self.dataset)
+            yield self.dataset.batch(pos), self.labels[pos]
+
+    def reseed(self, seed: int = 42):
+        "Restart the shuffling and crop random streams (as `ColorDataLoader.reseed`)."
+        self.rng = random.Random(seed)
+        for f in getattr(self.after_batch, 'fs', [self.after_batch]):
+            if isinstance(f, LightnessAndClass): f.lab.gen.manual_seed(seed)
+
+def classification_dls(dls, bs: Optional[int] = None, epoch_len: Optional[int] = None, classes: Optional[list] = None,
+                       label_of=image_class) -> DataLoaders:
+    "`dls`'s photos, split and crops with the class of each photo (`label_of` its file name) as the target, in batches of `bs` (default `dls`'s); an epoch: `epoch_len` crops (default every training photo once); `classes`: the vocabulary (default the training photos')."
+    names = {split: dl.dataset.names for split, dl in (('train', dls.train), ('valid', dls.valid))}
+    if not all(isinstance(dl.dataset, CachedImages) for dl in (dls.train, dls.valid)):
+        raise TypeError("classification_dls needs cached images: build the DataLoaders with cache='memory' or cache='disk'")
+    labels = {split: [label_of(n) for n in ns] for split, ns in names.items()}
+    classes = sorted(set(labels['train'])) if classes is None else list(classes)
+    index = {c: i for i, c in enumerate(classes)}
+    unknown = sorted({c for ls in labels.values() for c in ls} - set(index))
+    if unknown: raise ValueError(f"{len(unknown)} class(es) not in the vocabulary, e.g. {unknown[:3]}")
+    def labelled(dl, split: str, n: Optional[int]) -> ClassDataLoader:
+        lab = copy.deepcopy(next(f for f in getattr(dl.after_batch, 'fs', [dl.after_batch]) if isinstance(f, LabBatch)))
+        new = ClassDataLoader(dl.dataset, bs=bs or dl.bs, shuffle=dl.shuffle, drop_last=dl.drop_last, n=n, device=dl.device,
+                              after_batch=LightnessAndClass(lab), num_workers=dl.num_workers)
+        new.labels, new.size = torch.tensor([index[c] for c in labels[split]]), lab.size
+        new.reseed(lab.gen.initial_seed())
+        return new
+    out = DataLoaders(labelled(dls.train, 'train', epoch_len or len(dls.train.dataset)), labelled(dls.valid, 'valid', None), device=dls.device)
+    out.classes, out.size = classes, out.train.size
+    return out
+
+# %% ../nbs/09_resnet.ipynb #c05efabd
+@records_args
+def resnet_classifier(arch: str = 'resnet18', n_classes: int = 200, n_in: int = 1) -> nn.Module:
+    "A torchvision ResNet, randomly initialized, that takes `n_in` channels and predicts `n_classes` classes."
+    import torchvision.models as tvm
+    if arch not in RESNET_ARCHS: raise ValueError(f"arch must be one of {', '.join(map(repr, RESNET_ARCHS))}; got {arch!r}")
+    model = tvm.get_model(arch, weights=None, num_classes=n_classes)
+    model.conv1 = nn.Conv2d(n_in, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    nn.init.kaiming_normal_(model.conv1.weight, mode='fan_out', nonlinearity='relu')   # torchvision's initialization of it
+    return model
+
+def classifier_encoder(path, arch: str = 'resnet18') -> nn.Module:
+    "The ResNet of a `pretrain_encoder` file, checked to be an `arch`."
+    info = read_checkpoint_info(path)
+    if info.get('arch') != 'resnet_classifier' or info['args'].get('arch') != arch:
+        raise ValueError(f"{path} holds a {info['args'].get('arch', info.get('arch'))}, not a {arch} classifier from pretrain_encoder")
+    return load_checkpoint(path)
+
+# %% ../nbs/09_resnet.ipynb #fb1ee453
+class EpochCheckpoint(Callback):
+    "Reseed the crops before every epoch and save the model, the optimizer and the log after it (atomically), so that a stopped run resumes where it was."
+    order = Recorder.order + 1   # after the Recorder has the epoch's values
+    def __init__(self, path: Path, settings: dict, log: list, seed: int = 42):
+        self.path, self.settings, self.log, self.seed = path, settings, log, seed
+
+    def before_epoch(self):
+        self.dls.train.reseed(self.seed + self.epoch); self.start = time.perf_counter()
+
+    def after_epoch(self):
+        values = dict(zip(self.recorder.metric_names[1:-1], self.recorder.values[-1]))
+        self.log.append(dict(epoch=self.epoch, **{k: round(float(v), 5) for k, v in values.items()},
+                             seconds=round(time.perf_counter() - self.start, 1)))
+        state = dict(settings=self.settings, epoch=self.epoch, log=self.log, model=self.model.state_dict(), opt=self.opt.state_dict())
+        _write_atomically(self.path, lambda tmp: torch.save(state, tmp))
+
+def _resume_state(partial: Path, settings: dict) -> Optional[dict]:
+    "The saved state of an interrupted run with the same settings, or None; an interrupted run with other settings is an error."
+    if not partial.exists(): return None
+    state = torch.load(partial, map_location='cpu', weights_only=False)
+    if state['settings'] != settings:
+        raise ValueError(f"{partial} is an interrupted run with other settings ({state['settings']}); delete it or save elsewhere")
+    return state
+
+def _finished_encoder(path: Path, settings: dict) -> nn.Module:
+    "The classifier a finished `pretrain_encoder` run saved at `path`, after checking its settings and printing its log."
+    meta = read_checkpoint_info(path)['meta']
+    if meta.get('settings') != settings:
+        raise ValueError(f"{path} was pretrained with other settings ({meta.get('settings')}); delete it or save elsewhere")
+    print(f'{path.name}: pretrained earlier, loaded; its training log:')
+    print(pd.DataFrame(meta['log']).to_string(index=False))
+    return classifier_encoder(path, settings['arch'])
+
+def pretrain_encoder(cls_dls, path, arch: str = 'resnet18', epochs: int = 3, lr: float = 2e-3, wd: float = 0.05,
+                     seed: int = 42, fast: bool = True) -> nn.Module:
+    "Train a 1-channel `resnet_classifier` on `cls_dls` with fastai's one-cycle recipe and save it to `path`; resumes after an interruption, and only loads if `path` is done."
+    path = Path(path).expanduser()
+    settings = dict(arch=arch, classes=list(cls_dls.classes), epochs=epochs, lr=lr, wd=wd, seed=seed, size=cls_dls.size,
+                    bs=cls_dls.train.bs, epoch_len=cls_dls.train.n)
+    if path.exists(): return _finished_encoder(path, settings)
+    partial = path.with_name(path.name + '.partial')
+    seed_everything(seed)
+    model = resnet_classifier(arch, len(cls_dls.classes)).to(cls_dls.device)
+    learn = add_fast_path(Learner(cls_dls, model, loss_func=nn.CrossEntropyLoss(), metrics=accuracy, wd=wd), fast)
+    state, log = _resume_state(partial, settings), []
+    if state is not None:
+        model.load_state_dict(state['model']); learn.create_opt(); learn.opt.load_state_dict(state['opt']); log = state['log']
+        print(f'resuming after epoch {state["epoch"] + 1} of {epochs} (saved in {partial.name})')
+    learn.fit_one_cycle(epochs, lr, cbs=EpochCheckpoint(partial, settings, log, seed), start_epoch=len(log))
+    save_checkpoint(path, model, size=cls_dls.size, log=log, settings=settings)
+    partial.unlink()
+    return model
+
+def top1_accuracy(model: nn.Module, dl) -> float:
+    "The fraction of `dl`'s photos whose class is `model`'s most likely one."
+    device, correct, total = next(model.parameters()).device, 0, 0
+    with evaluating(model), torch.no_grad():
+        for x, y in dl:
+            correct += (model(x.to(device)).argmax(1).cpu() == y.cpu()).sum().item(); total += len(y)
+    return correct / total
 
 # %% ../nbs/09_resnet.ipynb #e7ff0250
 def resnet_recipe_learner(dls, nf: int = 64, lr: float = 2e-4, generator: Optional[nn.Module] = None,

@@ -158,7 +158,8 @@ def test_init_weights(norm):
     for c in convs:
         w = raw(c)
         fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(w)
-        assert w.abs().max() <= (6 / (fan_in + fan_out)) ** 0.5 + 1e-6
+        expected = (2 / (fan_in + fan_out)) ** 0.5          # Xavier-normal: the reference's xavier_normal_
+        assert abs(w.std().item() - expected) < 0.2 * expected and w.abs().max() > (6 / (fan_in + fan_out)) ** 0.5
     with pytest.raises(ValueError, match="'normal', 'xavier'"): init_weights(net, 'orthogonal')
 
 

@@ -252,17 +252,25 @@ def _dcgan_d(cfg):
     from colorcourse.gan import DCGANDiscriminator
     return DCGANDiscriminator(3, cfg['size'], cfg['nf'])
 
-def _resnet(init=False):
+def _resnet(init=False, n_blocks=None):
     def make(cfg):
         from colorcourse.resnet import ResnetGenerator, init_weights
-        G = ResnetGenerator(nf=cfg['nf'], n_blocks=cfg['n_blocks'])
+        G = ResnetGenerator(nf=cfg['nf'], n_blocks=n_blocks or cfg['n_blocks'])
         return init_weights(G) if init else G
     return make
 
 def _resnet18_unet(cfg):
     "The ResNet-18 U-Net, without ImageNet weights: the GPU machine may have no internet, and speed does not depend on them."
     from colorcourse.resnet import resnet_unet
-    return resnet_unet('resnet18', pretrained=False, size=cfg['size'])
+    return resnet_unet('resnet18', pretrained=False, size=cfg['size'], last_cross=cfg.get('last_cross', True))
+
+def _resnet18_classifier(cfg, dls):
+    "Lesson 09's encoder pretraining: the 1-channel ResNet-18 classifier (202 classes); cross-entropy against class 0 costs what the real labels do."
+    import torch, torch.nn.functional as F
+    from fastai.learner import Learner
+    from colorcourse.resnet import resnet_classifier
+    loss = lambda out, ab: F.cross_entropy(out, torch.zeros(len(out), dtype=torch.long, device=out.device))
+    return lesson_amp(Learner(dls, resnet_classifier('resnet18', 202), loss_func=loss))
 
 def _simple(cfg):
     from colorcourse.training import simple_colorizer
@@ -292,7 +300,8 @@ LESSON_MODELS = {
                    '16x16 PatchGAN': _gan(_p2p_g, _patch(1), amp=True), 'whole-image discriminator': _gan(_p2p_g, _dcgan_d, amp=True),
                    'U-Net, L1': _l1(_p2p_g)},
     '09_resnet': {'autoencoder': _l1(_unet(skips=False)), 'U-Net': _l1(_unet()), 'ResNet': _l1(_resnet()),
-                  'ResNet-18 U-Net': _l1(_resnet18_unet)},
+                  'ResNet-18 U-Net': _l1(_resnet18_unet), 'ResNet + PatchGAN': _gan(_resnet(init=True, n_blocks=6), _patch(3), amp=True),
+                  'ResNet-18 classifier': _resnet18_classifier},
     '10_spectral_norm': {'PixelGAN, spectral norm': _gan(_p2p_g, _pixel('spectral'), amp=False),
                          'PixelGAN, BatchNorm': _gan(_p2p_g, _pixel('batch'), amp=False),
                          'PatchGAN 34x34, spectral norm': _gan(_p2p_g, _patch(2, 'spectral'), amp=False),

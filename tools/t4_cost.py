@@ -53,6 +53,10 @@ RUNS = {
     '08_pix2pix': {'pix2pix (70x70 PatchGAN)': 'seeds + 2/3', 'U-Net, L1': 'seeds + 1/3 + 1', 'PixelGAN': 1, '16x16 PatchGAN': 1,
                    'whole-image discriminator': 1},
     # Ehrenberg's PixelGANs and the L1 model on CIFAR-10; then the 34x34 PatchGANs per seed and the L1 reference on Tiny ImageNet
+    # the five generators; the ResNet-18 U-Net from random, pretrained and ImageNet weights, the first two again per extra seed;
+    # the recipe under three initializations; the classifier's pretraining, in units of a generator's run (same images per step)
+    '09_resnet': {'autoencoder': 1, 'U-Net': 1, 'ResNet': 1, 'ResNet-18 U-Net': '3 + 2 * (seeds - 1)', 'ResNet + PatchGAN': '3 * recipe_epochs / epochs',
+                  'ResNet-18 classifier': 'pretrain_epochs / epochs'},
     '10_spectral_norm': [{'PixelGAN, spectral norm': 1, 'PixelGAN, BatchNorm': 1, 'U-Net, L1': 1},
                          {'PatchGAN 34x34, spectral norm': 'seeds', 'PatchGAN 34x34, BatchNorm': 'seeds', 'U-Net, L1': 1}],
 }
@@ -63,8 +67,8 @@ STATED = re.compile(r"\*\*Cost of the full run on a Colab T4\*\*.*?: about ([\d,
 
 
 def run_count(value, cfg: dict) -> float:
-    "A `RUNS` entry as a number: a number, or an expression in the configuration's `seeds` (a fraction for a run cut short)."
-    return value if isinstance(value, (int, float)) else float(eval(value, {}, {'seeds': cfg.get('seeds', 1)}))
+    "A `RUNS` entry as a number: a number, or an expression in the configuration's settings, such as `seeds` (a fraction for a run cut short)."
+    return value if isinstance(value, (int, float)) else float(eval(value, {}, {**cfg, 'seeds': cfg.get('seeds', 1)}))
 
 
 def synthetic_dls(size: int, bs: int):
