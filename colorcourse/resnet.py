@@ -1,4 +1,4 @@
-"""The other generator of pix2pix and CycleGAN: a ResNet that keeps one resolution through residual blocks, a U-Net built on a pretrained ResNet-18 encoder with fastai's DynamicUnet, two initializations, and every generator of the course compared on the same data and budget.
+"""The other generator of pix2pix and CycleGAN: a ResNet that keeps one resolution through residual blocks, a U-Net built on a ResNet-18 encoder with fastai's DynamicUnet, that encoder pretrained by classification without internet, two initializations in training, and the generators compared on the same data and budget.
 
 Docs: https://colorcourse.github.io/colorcourse/resnet.html.md"""
 

@@ -311,9 +311,10 @@ ConstantColor = records_args(ConstantColor)
 
 # %% ../nbs/04_training.ipynb #85d1d628
 def _json_arg(value, where: str):
-    "One recorded argument as JSON: plain values as they are, course objects as nested configs."
+    "One recorded argument as JSON: plain values as they are, paths as text, course objects as nested configs."
     if 'arch_name' in getattr(value, '__dict__', {}): return arch_config(value)
     if value is None or isinstance(value, (bool, int, float, str)): return value
+    if isinstance(value, Path): return str(value)     # a file the builder read, such as a pretrained encoder
     if isinstance(value, (list, tuple)): return [_json_arg(v, f'{where}[{i}]') for i, v in enumerate(value)]
     raise ValueError(f"cannot store the argument {where}={value!r} in a checkpoint: only numbers, strings, lists "
                      f"and the course's own objects can be")

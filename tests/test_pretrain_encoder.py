@@ -96,3 +96,14 @@ def test_the_unet_starts_from_the_pretrained_encoder(stripe_dls, tmp_path):
     with pytest.raises(ValueError, match='not a resnet34'): resnet_unet('resnet34', pretrained=tmp_path / 'enc.safetensors', size=32)
     with pytest.raises(FileNotFoundError): resnet_unet('resnet18', pretrained=tmp_path / 'missing.safetensors', size=32)
     assert resnet_classifier('resnet18', 3)(torch.randn(2, 1, 32, 32)).shape == (2, 3)
+
+
+def test_a_unet_on_a_pretrained_encoder_saves_and_loads(stripe_dls, tmp_path):
+    from colorcourse.training import load_checkpoint, save_checkpoint
+    cls = classification_dls(stripe_dls, bs=16, epoch_len=16)
+    pretrain_encoder(cls, tmp_path / 'enc.safetensors', epochs=1, fast=False)
+    net = resnet_unet('resnet18', pretrained=tmp_path / 'enc.safetensors', size=32).eval()
+    path = save_checkpoint(tmp_path / 'unet.safetensors', net, size=32)
+    (tmp_path / 'enc.safetensors').unlink()                     # the checkpoint holds every weight: the encoder file is not needed
+    x = torch.randn(2, 1, 32, 32)
+    torch.testing.assert_close(load_checkpoint(path).eval()(x), net(x))
