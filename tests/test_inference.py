@@ -13,7 +13,7 @@ from colorcourse.cnn import plain_cnn, ColorCNN, ABQuantizer
 from colorcourse.unet import UnetGenerator
 from colorcourse.gan import DCGANDiscriminator
 from colorcourse.pix2pix import PatchDiscriminator, PixelDiscriminator, pix2pix_generator, RGBColorizer
-from colorcourse.resnet import ResnetGenerator, resnet_unet
+from colorcourse.resnet import ResnetGenerator, resnet_classifier, resnet_unet
 from colorcourse.hints import HintColorizer   # every lesson's architectures registered, whatever ran before
 
 # One small instance of every architecture a checkpoint can hold, with non-default arguments where it has them.
@@ -27,6 +27,7 @@ SMALL = {
     'RGBColorizer': lambda: RGBColorizer(UnetGenerator(1, 3, 5, 8)),
     'ResnetGenerator': lambda: ResnetGenerator(nf=8, n_blocks=2),
     'resnet_unet': lambda: resnet_unet('resnet18', pretrained=False, size=32),
+    'resnet_classifier': lambda: resnet_classifier('resnet18', n_classes=5),   # lesson 09's pretraining: not a colorizer
     'ChromaGain': lambda: ChromaGain(pix2pix_generator(32, nf=8), 1.3),
     'DCGANDiscriminator': lambda: DCGANDiscriminator(3, 32, 8),
     'PatchDiscriminator': lambda: PatchDiscriminator(3, 8, 2, norm='spectral'),
