@@ -87,10 +87,14 @@ class ResnetGenerator(nn.Module):
 # %% ../nbs/09_resnet.ipynb #ead743be
 RESNET_ARCHS = ('resnet18', 'resnet34')
 
+def _check_arch(arch: str):
+    "Raise unless `arch` is one of `RESNET_ARCHS`."
+    if arch not in RESNET_ARCHS: raise ValueError(f"arch must be one of {', '.join(map(repr, RESNET_ARCHS))}; got {arch!r}")
+
 def resnet_encoder(arch: str = 'resnet18', pretrained=True) -> tuple:
     "A torchvision ResNet and whether it has pretrained weights: ImageNet's if `pretrained` is True (downloaded, else random with a warning), a `pretrain_encoder` file's if it is a path."
     import torchvision.models as tvm
-    if arch not in RESNET_ARCHS: raise ValueError(f"arch must be one of {', '.join(map(repr, RESNET_ARCHS))}; got {arch!r}")
+    _check_arch(arch)
     if isinstance(pretrained, (str, Path)): return classifier_encoder(pretrained, arch), True
     if pretrained:
         try: return tvm.get_model(arch, weights='DEFAULT'), True
@@ -180,7 +184,7 @@ def classification_dls(dls, bs: Optional[int] = None, epoch_len: Optional[int] =
 def resnet_classifier(arch: str = 'resnet18', n_classes: int = 200, n_in: int = 1) -> nn.Module:
     "A torchvision ResNet, randomly initialized, that takes `n_in` channels and predicts `n_classes` classes."
     import torchvision.models as tvm
-    if arch not in RESNET_ARCHS: raise ValueError(f"arch must be one of {', '.join(map(repr, RESNET_ARCHS))}; got {arch!r}")
+    _check_arch(arch)
     model = tvm.get_model(arch, weights=None, num_classes=n_classes)
     model.conv1 = nn.Conv2d(n_in, 64, kernel_size=7, stride=2, padding=3, bias=False)
     nn.init.kaiming_normal_(model.conv1.weight, mode='fan_out', nonlinearity='relu')   # torchvision's initialization of it
@@ -250,7 +254,7 @@ def pretrain_encoder(cls_dls, path, arch: str = 'resnet18', epochs: int = 3, lr:
 def top1_accuracy(model: nn.Module, dl) -> float:
     "The fraction of `dl`'s photos whose class is `model`'s most likely one."
     device, correct, total = next(model.parameters()).device, 0, 0
-    with evaluating(model), torch.no_grad():
+    with evaluating(model):                           # eval mode, no gradients
         for x, y in dl:
             correct += (model(x.to(device)).argmax(1).cpu() == y.cpu()).sum().item(); total += len(y)
     return correct / total
