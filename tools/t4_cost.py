@@ -183,8 +183,8 @@ def drift(stem: str, cost: dict = None) -> list:
     minutes, gpu, ram = stated
     out = []
     if abs(minutes - cost['minutes']) > max(1, 0.05 * cost['minutes']): out.append(f"{stem}: {minutes} minutes stated, {cost['minutes']} estimated")
-    if abs(gpu - cost['gpu_gb']) > 0.1: out.append(f"{stem}: {gpu} GB of GPU memory stated, {cost['gpu_gb']} estimated")
-    if abs(ram - cost['ram_gb']) > 0.1: out.append(f"{stem}: {ram} GB of RAM stated, {cost['ram_gb']} estimated")
+    if round(abs(gpu - cost['gpu_gb']), 2) > 0.1: out.append(f"{stem}: {gpu} GB of GPU memory stated, {cost['gpu_gb']} estimated")
+    if round(abs(ram - cost['ram_gb']), 2) > 0.1: out.append(f"{stem}: {ram} GB of RAM stated, {cost['ram_gb']} estimated")
     return out
 
 
