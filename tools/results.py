@@ -32,8 +32,8 @@ def _jpeg(cell) -> bytes:
     return base64.b64decode(next(o for o in cell['outputs'] if 'image/jpeg' in o.get('data', {}))['data']['image/jpeg'])
 
 
-def stored_table(nb_path=EVALUATION_NB, needle: str = 'table = evaluate_models(checkpoints, test_dls)') -> dict:
-    "The comparison table of the course's models on CIFAR-10's test images in the stored outputs: {model: {metric: value}}."
+def stored_table(nb_path=EVALUATION_NB, needle: str = 'per_image = evaluate_images(checkpoints, test_dls') -> dict:
+    "The comparison table of the course's models on Tiny ImageNet's test photos in the stored outputs: {model: {metric: value}}."
     cell = _cell(nb_path, needle)
     text = ''.join(next(o for o in cell['outputs'] if o.get('output_type') == 'execute_result')['data']['text/plain'])
     header, *rows = text.strip().splitlines()
@@ -56,7 +56,7 @@ def table_markdown(table: dict) -> str:
 
 def photo_table(nb_path=EVALUATION_NB) -> dict:
     "The same models and the shipped colorizer on held-out ImageNet photos at 64 px, in lesson 11's stored outputs."
-    return stored_table(nb_path, 'photo_table = evaluate_models(photo_models, photo_dls)')
+    return stored_table(nb_path, 'photo_scores = evaluate_images(photo_models, photo_dls)')
 
 
 def stored_gallery(nb_path=EVALUATION_NB) -> bytes:
