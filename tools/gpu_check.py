@@ -309,7 +309,7 @@ LESSON_MODELS = {
     '11_evaluation': {'CNN, L1': _l1(_color_cnn), 'CNN, classes': _classes_cnn, 'U-Net, L1': _l1(_unet()),
                       'U-Net + DCGAN': _gan(_unet(), _dcgan_d, amp=True), 'pix2pix': _gan(_p2p_g, _patch(3), amp=True),
                       'ResNet pix2pix': _gan(_resnet(init=True), _patch(3), amp=True), 'ResNet-18 U-Net': _l1(_resnet18_unet),
-                      'pix2pix, SN PatchGAN': _gan(_p2p_g, _patch(3, 'spectral'), amp=True)},
+                      'pix2pix, SN PatchGAN': _gan(_p2p_g, _patch(3, 'spectral'), amp=True), 'ResNet-18 classifier': _resnet18_classifier},
     '12b_hints': {'U-Net with hints, L1': _l1(_hint_unet), 'U-Net, L1': _l1(_unet())},
 }
 

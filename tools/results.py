@@ -1,4 +1,4 @@
-"""Copy stored results to the course home: lesson 11's tables (CIFAR-10 test images; held-out ImageNet photos) and gallery, and the shipped colorizer's model card (lesson 12).
+"""Copy stored results to the course home: lesson 11's tables (Tiny ImageNet test photos; held-out ImageNet photos) and gallery, and the shipped colorizer's model card (lesson 12).
 
 The home page (nbs/index.ipynb, and README.md rendered from it) shows the galleries and the tables
 that nbs/11_evaluation.ipynb and nbs/12_inference.ipynb produced in their stored runs, never numbers
@@ -79,6 +79,6 @@ if __name__ == '__main__':
     GALLERY.write_bytes(stored_gallery())
     SHIPPED_GALLERY.write_bytes(shipped_gallery())
     print('The shipped colorizer (nbs/images/shipped.jpg):\n' + table_markdown(shipped_table()))
-    print('\nLesson 11, CIFAR-10 test images:\n' + table_markdown(stored_table()))
+    print('\nLesson 11, Tiny ImageNet test photos:\n' + table_markdown(stored_table()))
     print('\nLesson 11, held-out ImageNet photos (nbs/images/gallery.jpg):\n' + table_markdown(photo_table()))
     sys.exit(0)

@@ -57,6 +57,9 @@ RUNS = {
     # the recipe under three initializations; the classifier's pretraining, in units of a generator's run (same images per step)
     '09_resnet': {'autoencoder': 1, 'U-Net': 1, 'ResNet': 1, 'ResNet-18 U-Net': '3 + 2 * (seeds - 1)', 'ResNet + PatchGAN': '3 * recipe_epochs / epochs',
                   'ResNet-18 classifier': 'pretrain_epochs / epochs'},
+    # one model per lesson; the two headline models once per seed; the encoder's pretraining when lesson 09 has not left it
+    '11_evaluation': {'CNN, L1': 1, 'CNN, classes': 1, 'U-Net, L1': 'seeds', 'U-Net + DCGAN': 1, 'pix2pix': 'seeds',
+                      'ResNet pix2pix': 1, 'ResNet-18 U-Net': 1, 'pix2pix, SN PatchGAN': 1, 'ResNet-18 classifier': 'pretrain_epochs / epochs'},
     '10_spectral_norm': [{'PixelGAN, spectral norm': 1, 'PixelGAN, BatchNorm': 1, 'U-Net, L1': 1},
                          {'PatchGAN 34x34, spectral norm': 'seeds', 'PatchGAN 34x34, BatchNorm': 'seeds', 'U-Net, L1': 1}],
 }
