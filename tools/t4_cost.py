@@ -24,7 +24,7 @@ How the estimate is made:
 Each lesson states its figures in a line of the form `**Cost of the full run on a Colab T4** (...): about N minutes, X GB
 of GPU memory and Y GB of RAM`; `--check` fails when a stated figure drifts from the estimate.
 """
-import argparse, json, re, sys, warnings
+import argparse, gc, json, re, sys, warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,7 +83,8 @@ def synthetic_dls(size: int, bs: int):
     torch.manual_seed(0)
     L, ab = lab_encode(torch.rand(bs, 3, size, size))
     items = list(zip(L, ab))
-    dls = DataLoaders(DataLoader(items, bs=bs, shuffle=False, drop_last=True), DataLoader(items, bs=bs), device='cpu')
+    dls = DataLoaders(DataLoader(items, bs=bs, shuffle=False, drop_last=True, num_workers=0), DataLoader(items, bs=bs, num_workers=0),
+                      device='cpu')   # no worker processes: a fit cancelled after one batch would leave them running
     dls.size = size
     return dls
 
@@ -118,8 +119,10 @@ def step_cost(make_learner, cfg: dict) -> dict:
     net = getattr(learn.model, 'generator', learn.model).eval()
     forward = FlopCounterMode(display=False)
     with forward, torch.no_grad(): net(dls.one_batch()[0])
-    return dict(step_flops=counter.get_total_flops(), forward_flops_per_image=forward.get_total_flops() / cfg['bs'],
+    cost = dict(step_flops=counter.get_total_flops(), forward_flops_per_image=forward.get_total_flops() / cfg['bs'],
                 params=sum(p.numel() for p in learn.model.parameters()), saved_bytes=sum(saved.values()))
+    del learn, net, dls; gc.collect()   # a Learner's reference cycles hold its model and optimizer until collected: free them per model
+    return cost
 
 
 def config_cost(stem: str, runs: dict, cfg: dict, precision: str) -> dict:
