@@ -51,7 +51,7 @@ def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
         if only is None or name == only: add_options(sp)
     return p
 
-_MEMORY_ADVICE = {'train': 'try a smaller --size, --nf, --bs or --epoch-len', 'colorize': 'try a smaller size (--size)',
+_MEMORY_ADVICE = {'train': 'try a smaller --size, --nf, --bs or --epoch-len', 'colorize': 'try a smaller --render-size',
                  'bench': 'try smaller --sizes, --batch-size or --nf'}   # what to reduce, per command
 
 def _out_of_memory(e: BaseException) -> bool:
@@ -112,7 +112,9 @@ def _colorize_options(p: argparse.ArgumentParser):
     p.add_argument('-o', '--out-dir', required=True, help='folder for the colorized photos (created if needed)')
     p.add_argument('--checkpoint', default=None, help='a checkpoint written by `colorcourse train`, `demo` or save_checkpoint '
                    '(default: the colorizer shipped with the package)')
-    p.add_argument('--size', type=int, default=None, help="the size to predict colour at, 16 to 2048 (default: the model's training size)")
+    p.add_argument('--render-size', '--size', dest='render_size', type=int, default=None,
+                   help="the short side, in pixels, at which the model paints the colours, 16 to 2048: larger is slower and finer "
+                        "(default: the model's own; --size is its former name)")
     p.add_argument('--gain', type=float, default=None, help="chroma gain, 0 to 4: the network's colours times this; above 1 more colour, "
                    "below 1 less (default: the model's own; the shipped colorizer's is 1.15)")
     p.add_argument('--suffix', default='_color', help='appended to each output name (default: _color)')
@@ -121,7 +123,7 @@ def _colorize_options(p: argparse.ArgumentParser):
 def _colorize(args) -> int:
     "Colorize the input photos with the checkpoint's model, or with the shipped colorizer."
     from colorcourse.inference import load_colorizer, pretrained, colorize_files, expand_inputs, plan_outputs, check_writable_folder, with_gain
-    _check_range('size', args.size, 16, 2048)
+    _check_range('render-size', args.render_size, 16, 2048)
     _check_range('gain', args.gain, 0, 4)
     if args.out_dir == '-': raise CLIError("-o - would make a folder named '-': colorize writes photo files into a folder (say ./- if you mean it)")
     files = expand_inputs(args.inputs, exclude=args.out_dir)   # an output folder inside an input folder: earlier outputs are no inputs
@@ -129,7 +131,7 @@ def _colorize(args) -> int:
     model = pretrained() if args.checkpoint is None else load_colorizer(args.checkpoint)
     if args.gain is not None: model = with_gain(model, args.gain)
     check_writable_folder(args.out_dir, create=False)   # created by colorize_files, and removed again if nothing gets written
-    written = colorize_files(files, args.out_dir, model, args.size, args.force, args.suffix, progress=sys.stdout.isatty())   # the bar prints to stdout
+    written = colorize_files(files, args.out_dir, model, args.render_size, args.force, args.suffix, progress=sys.stdout.isatty())   # the bar prints to stdout
     print(f"colorized {len(written)} photo(s) into {args.out_dir} with {'the shipped colorizer' if args.checkpoint is None else args.checkpoint}")
     return 0
 
@@ -200,7 +202,8 @@ def train_and_save(name: str, dls, epochs: int, out, nf: int = 64, lr: Optional[
                    quiet: bool = False, force: bool = False, bars: bool = True):
     "Train model family `name` on `dls` for `epochs` (`bars=False`: one plain line per epoch), save its colorizer to `out`; returns (colorizer, seconds)."
     from colorcourse.core import seed_everything
-    import colorcourse.inference   # lesson 12 imports every lesson, so RECIPES holds them all
+    from colorcourse.core import _import_lessons
+    _import_lessons()   # every lesson's module, so that RECIPES holds every recipe
     from colorcourse.evaluation import as_colorizer
     from colorcourse.training import RECIPES, distributed_training, is_main_process, wait_for_all
     from fastai.torch_core import rank_distrib
@@ -357,14 +360,14 @@ def _colorize_with_hints(args) -> int:
     if args.hints is None: return _colorize(args)
     from colorcourse.hints import colorize_hints, hint_model, load_hint_model, read_hints
     from colorcourse.inference import check_writable_folder, expand_inputs, plan_outputs, save_image
-    _check_range('size', args.size, 16, 2048)
+    _check_range('render-size', args.render_size, 16, 2048)
     if args.gain is not None: raise CLIError("--gain does not apply with --hints: the hints set the colours")
     files = expand_inputs(args.inputs)
     if len(files) != 1: raise CLIError(f"--hints gives points in one photo's pixels, so colorize one photo with it; got {len(files)}")
     hints = read_hints(args.hints)
     out, = plan_outputs(files, args.out_dir, args.force, args.suffix)
     model = hint_model() if args.checkpoint is None else load_hint_model(args.checkpoint)
-    img = colorize_hints(files[0], args.hints, model, args.size)   # the file once more: colorize_hints checks the points against the photo
+    img = colorize_hints(files[0], args.hints, model, args.render_size)   # the file once more: colorize_hints checks the points against the photo
     check_writable_folder(args.out_dir)
     save_image(img, out)
     print(f"colorized {files[0]} with {len(hints)} hint(s) into {out} with {'the shipped hint model' if args.checkpoint is None else args.checkpoint}")

@@ -7,36 +7,28 @@ Docs: https://colorcourse.github.io/colorcourse/inference.html.md"""
 # %% auto #0
 __all__ = ['COLORIZERS', 'GAINS', 'PRETRAINED_FILE', 'load_colorizer', 'ChromaGain', 'with_gain', 'gain_curve', 'choose_gain',
            'pretrained_path', 'pretrained', 'upsample_rows', 'size_multiple', 'model_input_size', 'predict_ab',
-           'colorize', 'expand_inputs', 'output_path', 'plan_outputs', 'save_image', 'colorize_files',
-           'UploadColorizer']
+           'default_render_size', 'colorize', 'expand_inputs', 'output_path', 'plan_outputs', 'save_image',
+           'colorize_files', 'UploadColorizer']
 
 # %% ../nbs/12_inference.ipynb #0861babc
 import functools, json, os, tempfile, threading, warnings, weakref
 from pathlib import Path
 from typing import Optional, Union
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 from safetensors.torch import save_file
 from fastcore.basics import patch
-from fastprogress.fastprogress import progress_bar
 from . import __version__
-from .lab import lab_encode, lab_to_rgb, rgb_to_lab, AB_SCALE
-from .data import to_rgb, find_images, open_image, IMAGE_EXTENSIONS, PHOTO_FORMATS
-from .training import (ARCHITECTURES, records_args, arch_config, build_from_config, check_writable_folder, save_checkpoint,
-                                  read_checkpoint_info, load_checkpoint, _write_atomically, _checked_size, _missing_folders,
-                                  _remove_if_empty)
-from .cnn import ColorCNN, ABQuantizer
+from .lab import lab_decode, lab_encode, lab_to_rgb, rgb_to_lab, AB_SCALE
+# Colorizing needs no fastai: everything here comes from the light modules (lessons 00 to 04's readers and checkpoints,
+# lesson 06's U-Net); the training stack (pandas, metrics, the other networks) is imported by the functions that use it.
+from .core import (to_rgb, find_images, open_image, IMAGE_EXTENSIONS, PHOTO_FORMATS, ARCHITECTURES, records_args, arch_config,
+                              build_from_config, check_writable_folder, evaluating, network_of, save_checkpoint, read_checkpoint_info,
+                              load_checkpoint, _write_atomically, _checked_size, _missing_folders, _remove_if_empty)
 from .unet import UnetGenerator
-from .gan import ConditionalGAN
-from .evaluation import as_colorizer, predict_batch
-from .metrics import colorfulness, ab_auc
-from .lab import lab_decode
-from .pix2pix import PatchDiscriminator, PixelDiscriminator, pix2pix_generator, RGBColorizer
-from .resnet import ResnetGenerator, resnet_unet
 
 # %% ../nbs/12_inference.ipynb #5b57de28
 COLORIZERS = ('simple_colorizer', 'ConstantColor', 'plain_cnn', 'ColorCNN', 'UnetGenerator', 'pix2pix_generator',
@@ -55,6 +47,10 @@ def load_colorizer(path, device='cpu') -> nn.Module:
                          f"({', '.join(COLORIZERS)})")
     return load_checkpoint(path, device)
 
+def _network(model) -> nn.Module:
+    "Lesson 11's `as_colorizer` for tools, without the training stack: a module, a Learner's model (a GAN's generator), or a colorizer's checkpoint file."
+    return network_of(load_colorizer(model) if isinstance(model, (str, os.PathLike)) else model)
+
 # %% ../nbs/12_inference.ipynb #580365e1
 @records_args
 class ChromaGain(nn.Module):
@@ -69,7 +65,7 @@ class ChromaGain(nn.Module):
 
 def with_gain(model, gain: float) -> ChromaGain:
     "`model`'s network (a `ChromaGain`'s own network, if it is one) with its ab times `gain`; keeps the record of its checkpoint."
-    net = as_colorizer(model)
+    net = _network(model)
     out = ChromaGain(net.net if isinstance(net, ChromaGain) else net, gain).eval()
     if 'checkpoint' in net.__dict__: out.__dict__['checkpoint'] = net.checkpoint   # colorize's default size
     return out
@@ -78,9 +74,11 @@ def with_gain(model, gain: float) -> ChromaGain:
 # %% ../nbs/12_inference.ipynb #1cebf2bc
 GAINS = (1., 1.05, 1.1, 1.15, 1.2, 1.3, 1.4, 1.5)
 
-def gain_curve(model, dl, gains=GAINS) -> pd.DataFrame:
+def gain_curve(model, dl, gains=GAINS) -> 'pd.DataFrame':
     "ab L1, AuC and colourfulness (a fraction of the truth's) of `model`'s ab times each of `gains` on `dl`'s photos; gain 0 is gray."
-    net, Ls, abs_, preds = as_colorizer(model), [], [], []
+    import pandas as pd
+    from colorcourse.metrics import colorfulness, ab_auc   # lesson 03's measures (with fastai's Metric): only to choose a gain
+    net, Ls, abs_, preds = _network(model), [], [], []
     for L, ab in dl: Ls.append(L.float().cpu()); abs_.append(ab.float().cpu()); preds.append(predict_ab(net, L).float().cpu())
     L, ab, pred = torch.cat(Ls), torch.cat(abs_), torch.cat(preds)
     truth = colorfulness(lab_decode(L, ab)).mean().item()
@@ -150,13 +148,17 @@ def _predict_lock(net: nn.Module) -> threading.RLock:
     "The lock of `net`'s predictions: one call at a time switches it to eval mode and back."
     with _LOCKS_LOCK: return _PREDICT_LOCKS.setdefault(net, threading.RLock())
 
+def _forward(net: nn.Module, L: torch.Tensor) -> torch.Tensor:
+    "Lesson 11's `predict_batch` on a network already on L's device: ab in eval mode, without gradients, clamped to [-1, 1]; its mode is kept."
+    with evaluating(net): return net(L).float().clamp(-1, 1)
+
 def predict_ab(model, L: torch.Tensor) -> torch.Tensor:
     "Lesson 11's `predict_batch` with a tool's checks: L `(B,1,H,W)` goes to the model's device; anything but a colorizer is refused."
-    net = as_colorizer(model)
+    net = _network(model)
     if L.ndim != 4 or L.shape[1] != 1: raise ValueError(f"L must be (B, 1, H, W); got shape {tuple(L.shape)}")
     device = next(iter(net.parameters()), torch.empty(0)).device
     try:
-        with _predict_lock(net): ab = predict_batch(net, L.to(device))   # another thread's call never sees the mode switched
+        with _predict_lock(net): ab = _forward(net, L.to(device))   # another thread's call never sees the mode switched
     except (torch.OutOfMemoryError, MemoryError) as e:
         raise MemoryError(f"not enough memory on {device} to predict at {L.shape[-1]}x{L.shape[-2]} pixels") from e
     except RuntimeError as e:
@@ -177,12 +179,23 @@ def _strip_lab_to_rgb(rgb_rows: np.ndarray, ab_rows: torch.Tensor) -> np.ndarray
     out = lab_to_rgb(lab)[0].permute(1, 2, 0).mul_(255).add_(0.5).clamp_(0, 255)
     return out.to(torch.uint8).numpy()
 
-def colorize(image, model=None, size: Optional[int] = None, strip_rows: int = 256) -> Image.Image:
-    "Colorize a photo (path or PIL image, any mode and size) with `model` (default: the shipped one): ab at the model's `size`, the photo's own L at full resolution."
-    net = as_colorizer(_shipped_colorizer() if model is None else model)
-    size = size or getattr(net, 'checkpoint', {}).get('size')
-    if not size: raise ValueError("pass size=, the image size the model was trained at (a loaded checkpoint knows it)")
-    size = _checked_size(size)
+def default_render_size(model) -> Optional[int]:
+    "The short side `colorize` paints a loaded checkpoint's colours at: its own `render_size` if its training chose one, else its training size."
+    info = getattr(_network(model), 'checkpoint', {})
+    return (info.get('meta') or {}).get('render_size') or info.get('size')
+
+def _render_size_arg(render_size, size):
+    "`render_size`, or `size`, its former name: one of them at most."
+    if render_size is not None and size is not None and render_size != size:
+        raise TypeError(f"pass render_size= (or size=, its former name), not both: got {render_size!r} and {size!r}")
+    return size if render_size is None else render_size
+
+def colorize(image, model=None, render_size: Optional[int] = None, strip_rows: int = 256, size: Optional[int] = None) -> Image.Image:
+    "Colorize a photo (path or PIL image, any mode and size) with `model` (default: the shipped one): colours painted at `render_size` pixels on the short side (default: the model's), the photo's own L at full resolution."
+    net = _network(_shipped_colorizer() if model is None else model)
+    size = _render_size_arg(render_size, size) or default_render_size(net)
+    if not size: raise ValueError("pass render_size=, the short side in pixels to paint colours at (a loaded checkpoint knows its own)")
+    size = _checked_size(size, 'render_size')
     if isinstance(strip_rows, bool) or not isinstance(strip_rows, (int, np.integer)) or strip_rows < 1:
         raise ValueError(f"strip_rows must be a whole number of rows, at least 1; got {strip_rows!r}")
     img = open_image(image, rgb=False)   # lesson 02's reader, keeping the mode: an alpha channel comes back
@@ -256,22 +269,23 @@ def _write_error(dest: Path, e: OSError) -> str:
     "What went wrong writing `dest`, naming `dest` (never a temporary file)."
     return str(e) if str(dest) in str(e) and '.part' not in str(e) else f"cannot write {dest}: {e.strerror or e}"
 
-def colorize_files(inputs, out_dir, model=None, size: Optional[int] = None, force: bool = False, suffix: str = '_color',
-                   progress: bool = True) -> list:
+def colorize_files(inputs, out_dir, model=None, render_size: Optional[int] = None, force: bool = False, suffix: str = '_color',
+                   progress: bool = True, size: Optional[int] = None) -> list:
     "Colorize every readable photo in `inputs` (files or folders) into `out_dir` with `model` (default: the shipped one); returns the paths written. Then a `ValueError` names any photo that could not be read or written."
-    files = expand_inputs(inputs, exclude=out_dir)
+    files, render_size = expand_inputs(inputs, exclude=out_dir), _render_size_arg(render_size, size)
     if isinstance(model, (str, Path)): model = load_colorizer(model)   # once, not once per photo
     outs = plan_outputs(files, out_dir, force, suffix)
     new_folders = _missing_folders(Path(out_dir).expanduser())
     check_writable_folder(out_dir)
     written, skipped = [], []
     try:
+        from fastprogress.fastprogress import progress_bar
         for src, dest in zip(progress_bar(files) if progress else files, outs):
             try: img = open_image(src, rgb=False)   # one bad photo must not cost the others: unreadable, or gone since
             except (ValueError, OSError) as e: skipped.append(str(e)); continue
             exif = img.getexif()
             if exif: exif[0x0112] = 1   # the pixels are upright now
-            try: save_image(colorize(img, model, size), dest, exif.tobytes() if exif else None, replace=force)   # a file that appeared meanwhile stays
+            try: save_image(colorize(img, model, render_size), dest, exif.tobytes() if exif else None, replace=force)   # a file that appeared meanwhile stays
             except OSError as e: skipped.append(_write_error(dest, e)); continue   # a name too long, a disk error: this photo only
             written.append(dest)
     finally:
@@ -286,8 +300,8 @@ def colorize_files(inputs, out_dir, model=None, size: Optional[int] = None, forc
 # %% ../nbs/12_inference.ipynb #aa0313f3
 class UploadColorizer:
     "An ipywidgets app: upload a photo, see it gray and colorized side by side, download the result."
-    def __init__(self, model=None, size: Optional[int] = None, preview: int = 384):
-        self.model, self.size, self.preview, self.result = model, size, preview, None
+    def __init__(self, model=None, render_size: Optional[int] = None, preview: int = 384, size: Optional[int] = None):
+        self.model, self.render_size, self.preview, self.result = model, _render_size_arg(render_size, size), preview, None
 
     def process(self, data: bytes, name: str = 'photo') -> tuple:
         "The gray input and its colorization for an uploaded file's bytes; a `ValueError` if it is no image."
@@ -297,7 +311,7 @@ class UploadColorizer:
             img.load()
         except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as e: raise ValueError(f"{name} is not an image PIL can read: {e}") from e
         gray = to_rgb(ImageOps.exif_transpose(img)).convert('L')
-        self.result = colorize(gray, self.model, self.size)
+        self.result = colorize(gray, self.model, self.render_size)
         return gray, self.result
 
     def png_bytes(self) -> bytes:

@@ -148,7 +148,7 @@ def test_no_progress_bars_when_stdout_is_not_a_terminal(tmp_path, ckpt):
 def test_arguments_are_checked(tmp_path, ckpt):
     coffee().save(tmp_path / 'coffee.jpg')
     for size in ('1', '0', '-5', '100000'):
-        one_line_error(cli('colorize', tmp_path / 'coffee.jpg', '-o', tmp_path / 'out', '--checkpoint', ckpt, '--size', size), '--size', size)
+        one_line_error(cli('colorize', tmp_path / 'coffee.jpg', '-o', tmp_path / 'out', '--checkpoint', ckpt, '--size', size), '--render-size', size)   # --size: the former name
     for epochs in ('-1', '0'):
         one_line_error(cli('demo', '-o', tmp_path / 'demo', '--epochs', epochs), '--epochs', epochs)
     for option, value in (('--size', '8'), ('--bs', '0'), ('--nf', '0'), ('--lr', '0'), ('--epoch-len', '0'), ('--valid-pct', '1')):
@@ -211,9 +211,9 @@ def test_unknown_architecture_and_memory_errors_are_named(tmp_path, ckpt, monkey
     path = rewrite_metadata(ckpt, tmp_path / 'dalle.safetensors', lambda t: t.replace('"pix2pix_generator"', '"Dalle"'))
     one_line_error(cli('colorize', path, '-o', tmp_path / 'out', '--checkpoint', path), "unknown architecture 'Dalle'")
     def no_memory(net, L): raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")
-    monkeypatch.setattr(inference, 'predict_batch', no_memory)
+    monkeypatch.setattr(inference, '_forward', no_memory)
     coffee().save(tmp_path / 'coffee.jpg')
-    one_line_error(cli('colorize', tmp_path / 'coffee.jpg', '-o', tmp_path / 'out', '--checkpoint', ckpt), 'not enough memory', 'smaller size')
+    one_line_error(cli('colorize', tmp_path / 'coffee.jpg', '-o', tmp_path / 'out', '--checkpoint', ckpt), 'not enough memory', 'smaller --render-size')
 
 
 # 1. bench --output: checked before the benchmark runs, never overwrites without --force, written whole.

@@ -57,13 +57,13 @@ def full_disk(request, tmp_path, monkeypatch):
         request.addfinalizer(lambda: subprocess.run(['umount', str(folder)]))
     else:
         import safetensors.torch
-        import colorcourse.training as training
+        import colorcourse.core as core   # where save_checkpoint lives (lesson 04 exports it to the light module)
         real = safetensors.torch.save_file
         def save_file(tensors, filename, metadata=None):
             if sum(t.numel() for t in tensors.values()) < 50_000: return real(tensors, filename, metadata=metadata)
             Path(filename).write_bytes(b'\0' * 1000)          # safetensors got this far, then the disk was full
             raise safetensors.SafetensorError('Error while serializing: I/O error: No space left on device (os error 28)')
-        monkeypatch.setattr(training, 'save_file', save_file)
+        monkeypatch.setattr(core, 'save_file', save_file)
     return folder
 
 
@@ -83,7 +83,7 @@ def test_full_disk_while_saving_a_checkpoint_raises_oserror(full_disk):
 # 5. Loading from several threads at once leaves sys.stdout and the warning filters alone, during and after.
 def test_loading_from_threads_leaves_stdout_and_warnings_alone(tmp_path, ckpt, capsys, monkeypatch):
     import colorcourse.inference as inference
-    from colorcourse.training import ARCHITECTURES, build_from_config, build_note, _import_lessons
+    from colorcourse.core import ARCHITECTURES, build_from_config, build_note, _import_lessons   # lesson 04's checkpoints, in the light module
     _import_lessons(); load_checkpoint(ckpt)        # first imports (the course's, torch's meta kernels) may add warning filters of their own
     def noisy(nf: int = 2):                          # a builder with a note, as lesson 09's resnet_unet has
         build_note('noisy: built'); return torch.nn.Conv2d(1, nf, 1)

@@ -25,12 +25,12 @@ TINY_TRAIN = ('--model', 'unet', '--size', '32', '--epochs', '1', '--epoch-len',
 @pytest.fixture
 def full_disk(monkeypatch, tmp_path):
     "Writes into any folder named 'full' fail as on a full disk (the folder itself gets created, as the writer does); temp files go to tmp_path/'spare'."
-    import colorcourse.training as training
-    real = training._write_atomically
+    import colorcourse.core as core   # where save_checkpoint lives (lesson 04 exports it to the light module)
+    real = core._write_atomically
     def write(path, fn, replace=True):
         if Path(path).parent.name == 'full': raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
         return real(path, fn, replace)
-    monkeypatch.setattr(training, '_write_atomically', write)
+    monkeypatch.setattr(core, '_write_atomically', write)
     (tmp_path / 'spare').mkdir()
     monkeypatch.setattr(tempfile, 'tempdir', str(tmp_path / 'spare'))
     return tmp_path / 'spare'
@@ -275,11 +275,11 @@ def test_two_runs_into_one_output_never_replace_each_others_file(tmp_path, model
 
 
 def test_a_checkpoint_that_appears_meanwhile_is_not_replaced(tmp_path, model, monkeypatch):
-    from colorcourse import training
+    from colorcourse import core
     path = tmp_path / 'g.safetensors'
-    real_save = training.save_file
+    real_save = core.save_file
     def save_while_another_run_saves(tensors, tmp, metadata=None):
         real_save(tensors, tmp, metadata=metadata); path.write_bytes(b'the other run')
-    monkeypatch.setattr(training, 'save_file', save_while_another_run_saves)
+    monkeypatch.setattr(core, 'save_file', save_while_another_run_saves)
     with pytest.raises(OSError, match='appeared'): save_checkpoint(path, model, size=32)
     assert path.read_bytes() == b'the other run' and [p.name for p in tmp_path.iterdir()] == ['g.safetensors']

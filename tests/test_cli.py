@@ -179,7 +179,8 @@ def test_colorize_without_a_checkpoint_uses_the_shipped_colorizer(console_script
 def test_train_runs_the_lessons_recipe_objects(tmp_path, monkeypatch):
     "`colorcourse train --model dcgan` trains lesson 07's recipe (a plain U-Net against a DCGAN discriminator, constant rate), from RECIPES."
     from colorcourse import cli
-    import colorcourse.inference   # lesson 12 imports every lesson, and each registers its recipes
+    from colorcourse.core import _import_lessons
+    _import_lessons()   # every lesson registers its recipes
     from colorcourse.data import colorization_dls
     from colorcourse.training import RECIPES, constant_rate
     recipe = RECIPES['dcgan']
