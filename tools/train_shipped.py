@@ -23,31 +23,19 @@ The protocol (lesson 12's model card repeats it):
 `train` keeps a checkpoint after every epoch in `--work` (the model as `epochNN.safetensors`, and
 the model with its optimizer to resume from); `select` reads them.
 """
-import argparse, json, os, platform, sys, time
+import argparse, json, sys, time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train_pretrained import hardware   # the hardware in words, as the earlier recipe records it
+
 PROTOCOL = ('architecture, loss, schedule, batch size, learning rate and budget fixed before training; trained on Tiny ImageNet train/ '
             'and the ImageNet sample outside its seed-42 10% split; epoch, chroma gain and render size chosen on BSDS500 only; '
             'tested once, at the end, on Tiny ImageNet val/ and the 88 held-out ImageNet-sample photos (lesson 12)')
-
-
-def cpu_name() -> str:
-    "The CPU's model name, as /proc/cpuinfo gives it (or platform's guess)."
-    try:
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('model name'): return line.split(':', 1)[1].strip()
-    except OSError: pass
-    return platform.processor() or platform.machine()
-
-
-def hardware(device) -> str:
-    "The hardware a run used, in words."
-    if device.type == 'cuda': return f'one {torch.cuda.get_device_name(device)}'
-    return f'{cpu_name()}, {torch.get_num_threads()} thread(s) of {os.cpu_count()} cores, no GPU'
 
 
 def held_in_sample(sample, size: int) -> list:
