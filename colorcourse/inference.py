@@ -89,13 +89,17 @@ def gain_curve(model, dl, gains=GAINS) -> 'pd.DataFrame':
                               colourfulness=colorfulness(lab_decode(L, p)).mean().item() / truth)
     return pd.DataFrame(rows).T.rename_axis('gain')
 
-def choose_gain(curve, keep: float = 0.5) -> float:
-    "The largest gain of `curve` (at least 1) that keeps `keep` of the gain-1 lead over gray (gain 0) on both ab L1 and AuC."
-    gray, one = curve.loc[0.], curve.loc[1.]
-    if not (one.ab_l1 < gray.ab_l1 and one.ab_auc > gray.ab_auc):
-        raise ValueError("the model does not beat gray on both ab L1 and AuC at gain 1: there is no lead to spend on colour")
-    fine = ((curve.index >= 1) & (curve.ab_l1 <= gray.ab_l1 - keep * (gray.ab_l1 - one.ab_l1))
-            & (curve.ab_auc >= gray.ab_auc + keep * (one.ab_auc - gray.ab_auc)))
+def choose_gain(curve, keep: float = 0.5, baselines: Optional[dict] = None) -> float:
+    "The largest gain of `curve` (at least 1) keeping `keep` of the gain-1 lead over the better baseline in ab L1 and in AuC, each."
+    if baselines is None: baselines = {'gray': curve.loc[0.]}   # gain 0 is the gray guess
+    best_l1 = min(float(b['ab_l1']) for b in baselines.values())
+    best_auc = max(float(b['ab_auc']) for b in baselines.values())
+    one = curve.loc[1.]
+    if not (one.ab_l1 < best_l1 and one.ab_auc > best_auc):
+        raise ValueError(f"at gain 1 the model does not beat {' and '.join(baselines)} on both ab L1 and AuC (ab L1 {one.ab_l1:.4f} "
+                         f"against {best_l1:.4f}, AuC {one.ab_auc:.4f} against {best_auc:.4f}): there is no lead to spend on colour")
+    fine = ((curve.index >= 1) & (curve.ab_l1 <= best_l1 - keep * (best_l1 - one.ab_l1))
+            & (curve.ab_auc >= best_auc + keep * (one.ab_auc - best_auc)))
     return float(curve.index[fine].max())
 
 # %% ../nbs/12_inference.ipynb #1fc908ca

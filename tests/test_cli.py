@@ -23,11 +23,12 @@ def test_no_command_prints_help(console_script):
     assert r.returncode == 0 and 'usage: colorcourse' in r.stdout
 
 
-def test_info_names_the_device(console_script):
+def test_info_names_the_device_and_the_shipped_colorizer(console_script):
     r = run(console_script, 'info')
     assert r.returncode == 0, r.stderr
     assert f'colorcourse {colorcourse.__version__}' in r.stdout
     assert re.search(r'^device: (cpu: \d+ threads|cuda: .+|mps: .+)$', r.stdout, re.M), r.stdout
+    assert re.search(r'^shipped colorizer: chroma gain [\d.]+, render size \d+, trained \d{4}-\d\d-\d\d ', r.stdout, re.M), r.stdout
 
 
 def test_unknown_command_is_one_clear_error(console_script):

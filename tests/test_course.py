@@ -147,9 +147,10 @@ def test_home_page_shows_the_shipped_colorizers_model_card_results():
     "The home page's table and gallery of the shipped colorizer are those of lesson 12's model card (tools/results.py copies them)."
     spec = importlib.util.spec_from_file_location('results_tool', ROOT / 'tools' / 'results.py')
     tool = importlib.util.module_from_spec(spec); spec.loader.exec_module(tool)
-    table = tool.shipped_table()
-    assert {'gray', 'mean colour', 'shipped colorizer', 'truth'} <= set(table)
-    assert tool.table_markdown(table) in index_markdown(), "run `python tools/results.py` and paste the shipped colorizer's table"
+    scores, differences = tool.shipped_tables()
+    assert set(scores) == set(differences) == set(tool.SHIPPED_TEST_SETS)
+    assert all({'gray', 'mean colour', 'shipped colorizer', 'truth'} <= set(table) for table in scores.values())
+    assert tool.shipped_markdown() in index_markdown(), "run `python tools/results.py` and paste the shipped colorizer's tables"
     assert (NBS / 'images' / 'shipped.jpg').read_bytes() == tool.shipped_gallery(), "run `python tools/results.py`"
     assert '](images/shipped.jpg)' in index_markdown()
 

@@ -5,7 +5,8 @@ from PIL import Image
 from safetensors import safe_open
 
 from colorcourse.data import SAMPLE_NAMES, sample_images
-from colorcourse.inference import colorize, pretrained, pretrained_path, read_checkpoint_info
+from colorcourse.inference import colorize, predict_ab, pretrained, pretrained_path, read_checkpoint_info
+from colorcourse.unet import period2_energy
 from colorcourse.lab import AB_SCALE, rgb_to_lab
 
 NATURAL = ('astronaut', 'chelsea', 'coffee', 'rocket', 'motorcycle')   # the sample photos of everyday scenes (not micrographs)
@@ -20,14 +21,16 @@ def test_the_weights_load_and_match_their_metadata():
     info, model = read_checkpoint_info(pretrained_path()), pretrained()
     assert info['arch'] == 'ChromaGain' and info['size'] == 64
     net = info['args']['net']
-    assert net['arch'] == 'pix2pix_generator' and net['args']['nf'] == 32
+    assert net['arch'] == 'UnetGenerator' and net['args']['up'] == 'resize', "the decoder resizes: no checkerboard"
     meta = info['meta']
-    for key in ('recipe', 'data', 'data_images', 'l1_epochs', 'gan_epochs', 'train_minutes', 'hardware', 'torch', 'colorcourse', 'trained',
-                'gain', 'calibration', 'calibration_curve'):
+    for key in ('recipe', 'protocol', 'data', 'train', 'epoch', 'train_minutes', 'hardware', 'mean_colour', 'torch', 'colorcourse',
+                'trained', 'gain', 'gain_rule', 'calibration_curve', 'baselines', 'render_size', 'render_size_curve', 'selection'):
         assert key in meta, f"the checkpoint's metadata lacks {key}"
     assert model.gain == info['args']['gain'] == meta['gain'] >= 1, "the gain the model applies is the one its metadata records"
-    assert meta['gain'] in [g for g, *_ in meta['calibration_curve']] and 'bsds500' in meta['calibration']
-    assert meta['data'] == 'imagenet-sample' and meta['data_images'] > 700 and meta['train_minutes'] > 0
+    assert meta['gain'] in [g for g, *_ in meta['calibration_curve']] and 'bsds500' in meta['selection'].lower()
+    assert meta['data']['train'] > 90_000 and meta['train_minutes'] > 0 and 'BSDS500' in meta['protocol']
+    assert str(meta['render_size']) in {str(k) for k in meta['render_size_curve']}
+    assert meta['epoch'] in {int(k) for k in meta['bsds_ab_l1_by_epoch']}
     with safe_open(str(pretrained_path()), 'pt') as f:
         stored = {k: f.get_tensor(k) for k in f.keys()}
     state = model.state_dict()
@@ -35,7 +38,25 @@ def test_the_weights_load_and_match_their_metadata():
     assert {v.dtype for k, v in stored.items() if 'num_batches' not in k} == {torch.float16}, "weights are stored as fp16"
     assert all(torch.equal(state[k].float(), stored[k].float()) for k in state), "the model holds exactly the stored weights"
     assert not model.training and all(torch.isfinite(v.float()).all() for v in state.values())
-    assert pretrained_path().stat().st_size < 15 * 2**20
+    assert pretrained_path().stat().st_size < 12 * 2**20
+
+
+def test_the_shipped_colorizer_paints_no_grid():
+    "The period-2 energy (stripes, checkerboards) of its ab, on natural photos and on flat grays, stays below the photos' own."
+    photos = dict(zip(SAMPLE_NAMES, sample_images()))
+    squares = [photos[n].resize((64, 64), Image.Resampling.BICUBIC, box=_centre_box(photos[n])) for n in NATURAL]
+    lab = torch.stack([lab_of(p) for p in squares])
+    L, true_ab = lab[:, :1] / 50 - 1, lab[:, 1:] / AB_SCALE
+    flat = torch.linspace(-0.8, 0.8, 9).view(-1, 1, 1, 1).expand(-1, 1, 64, 64)
+    own = period2_energy(true_ab).median()
+    assert period2_energy(predict_ab(pretrained(), L)).max() < own, "more period-2 pattern than the photos' own"
+    assert period2_energy(predict_ab(pretrained(), flat)).max() < own, "a period-2 pattern on flat gray"
+
+
+def _centre_box(img: Image.Image) -> tuple:
+    "The largest centred square of `img`, as a PIL box."
+    w, h = img.size; s = min(w, h)
+    return ((w - s) / 2, (h - s) / 2, (w + s) / 2, (h + s) / 2)
 
 
 def test_the_shipped_colorizer_beats_gray_on_photos_it_never_saw():

@@ -6,7 +6,7 @@ typed by hand.
 
     python tools/results.py     # write nbs/images/{gallery,shipped}.jpg and print the Markdown tables for index.ipynb
 """
-import base64, json, sys
+import base64, json, re, sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,9 +64,42 @@ def stored_gallery(nb_path=EVALUATION_NB) -> bytes:
     return _jpeg(_cell(nb_path, 'fig = comparison_grid(photo_models'))
 
 
-def shipped_table(nb_path=INFERENCE_NB) -> dict:
-    "The shipped colorizer's scores on its held-out photos, next to the baselines and the truth, from lesson 12's model card."
-    return stored_table(nb_path, 'def truth_colourfulness')
+SHIPPED_TEST_SETS = ('Tiny ImageNet val', 'ImageNet sample, held out')   # the model card's test sets, as its tables name them
+
+
+def grouped_table(text: str, groups=SHIPPED_TEST_SETS) -> dict:
+    "`{group: {row: {column: text}}}` from the plain text of a DataFrame whose rows are (group, row) pairs (pandas names a group once)."
+    header, *rows = text.strip().splitlines()
+    cols, table, group = re.split(r'\s{2,}', header.strip()), {}, None
+    for line in rows:
+        line = line.strip()
+        group = next((g for g in groups if line.startswith(g)), group)
+        if line.startswith(group): line = line[len(group):].strip()
+        name, *values = re.split(r'\s{2,}', line)
+        if len(values) != len(cols): raise ValueError(f"cannot read the row {line!r} as {len(cols)} values")
+        table.setdefault(group, {})[name] = dict(zip(cols, values))
+    return table
+
+
+def shipped_tables(nb_path=INFERENCE_NB) -> tuple:
+    "The model card's two stored tables (lesson 12): the scores on each test set, and the differences from each baseline with their intervals."
+    cell = _cell(nb_path, 'def truth_colourfulness')
+    texts = [''.join(o['data']['text/plain']) for o in cell['outputs'] if o.get('output_type') == 'display_data' and 'text/plain' in o.get('data', {})]
+    if len(texts) != 2: raise ValueError(f"the model card's scores cell stored {len(texts)} tables; expected 2 (run lesson 12)")
+    scores = {g: {name: {c: float(v) for c, v in row.items()} for name, row in rows.items()} for g, rows in grouped_table(texts[0]).items()}
+    return scores, grouped_table(texts[1])
+
+
+def shipped_markdown(nb_path=INFERENCE_NB) -> str:
+    "The model card's tables as Markdown for the home page: the scores on each test set, then the differences."
+    scores, differences = shipped_tables(nb_path)
+    parts = []
+    for group, table in scores.items():
+        parts.append(f'*{group}* ({"9,847 photos" if group.startswith("Tiny") else "88 photos"}):\n\n' + table_markdown(table))
+    cols = list(next(iter(next(iter(differences.values())).values())))
+    lines = ['| test set | difference | ' + ' | '.join(cols) + ' |', '|---|---|' + '---|' * len(cols)]
+    lines += [f'| {group} | {name} | ' + ' | '.join(row[c] for c in cols) + ' |' for group, rows in differences.items() for name, row in rows.items()]
+    return '\n\n'.join(parts + ['\n'.join(lines)])
 
 
 def shipped_gallery(nb_path=INFERENCE_NB) -> bytes:
@@ -78,7 +111,7 @@ if __name__ == '__main__':
     GALLERY.parent.mkdir(exist_ok=True)
     GALLERY.write_bytes(stored_gallery())
     SHIPPED_GALLERY.write_bytes(shipped_gallery())
-    print('The shipped colorizer (nbs/images/shipped.jpg):\n' + table_markdown(shipped_table()))
+    print('The shipped colorizer (nbs/images/shipped.jpg):\n' + shipped_markdown())
     print('\nLesson 11, Tiny ImageNet test photos:\n' + table_markdown(stored_table()))
     print('\nLesson 11, held-out ImageNet photos (nbs/images/gallery.jpg):\n' + table_markdown(photo_table()))
     sys.exit(0)

@@ -23,15 +23,27 @@ The protocol (lesson 12's model card repeats it):
 `train` keeps a checkpoint after every epoch in `--work` (the model as `epochNN.safetensors`, and
 the model with its optimizer to resume from); `select` reads them.
 """
-import argparse, json, sys, time
+import argparse, json, os, platform, sys, time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_pretrained import hardware   # the hardware in words, as the earlier recipe records it
+
+def cpu_name() -> str:
+    "The CPU's model name, as /proc/cpuinfo gives it (or platform's guess)."
+    try:
+        for line in Path('/proc/cpuinfo').read_text().splitlines():
+            if line.startswith('model name'): return line.split(':', 1)[1].strip()
+    except OSError: pass
+    return platform.processor() or platform.machine()
+
+
+def hardware(device) -> str:
+    "The hardware a run used, in words."
+    if device.type == 'cuda': return f'one {torch.cuda.get_device_name(device)}'
+    return f'{cpu_name()}, {torch.get_num_threads()} thread(s) of {os.cpu_count()} cores, no GPU'
 
 PROTOCOL = ('architecture, loss, schedule, batch size, learning rate and budget fixed before training; trained on Tiny ImageNet train/ '
             'and the ImageNet sample outside its seed-42 10% split; epoch, chroma gain and render size chosen on BSDS500 only; '
@@ -155,19 +167,6 @@ def choose_epoch(work: Path, loader) -> tuple:
     return min(scores, key=scores.get), scores
 
 
-def choose_gain_over(curve, baselines: dict, keep: float = 0.5) -> float:
-    "The largest gain (at least 1) keeping `keep` of the gain-1 lead over the better baseline in ab L1 and in AuC, each."
-    best_l1 = min(b['ab_l1'] for b in baselines.values())
-    best_auc = max(b['ab_auc'] for b in baselines.values())
-    one = curve.loc[1.]
-    if not (one.ab_l1 < best_l1 and one.ab_auc > best_auc):
-        raise ValueError(f"at gain 1 the model does not beat the better baseline (ab L1 {one.ab_l1:.4f} vs {best_l1:.4f}, "
-                         f"AuC {one.ab_auc:.4f} vs {best_auc:.4f}): there is no lead to spend on colour")
-    fine = ((curve.index >= 1) & (curve.ab_l1 <= best_l1 - keep * (best_l1 - one.ab_l1))
-            & (curve.ab_auc >= best_auc + keep * (one.ab_auc - best_auc)))
-    return float(curve.index[fine].max())
-
-
 def render_size_curve(model, photos: list, sizes=RENDER_SIZES) -> dict:
     "ab L1 at full resolution (against each photo's own ab) and median seconds per photo of `colorize` at each render size."
     from colorcourse.core import open_image
@@ -192,7 +191,7 @@ def select(args) -> int:
     if args.threads: torch.set_num_threads(args.threads)
     import colorcourse
     from colorcourse.core import find_images
-    from colorcourse.inference import ChromaGain, gain_curve, load_colorizer, save_checkpoint
+    from colorcourse.inference import ChromaGain, choose_gain, gain_curve, load_colorizer, save_checkpoint
     from colorcourse.training import whole_images
     work, out = Path(args.work), Path(args.out)
     if out.exists(): sys.exit(f'{out} exists; remove it first')
@@ -206,7 +205,8 @@ def select(args) -> int:
     baselines = baseline_scores(squares, state['mean_colour'])
     curve = gain_curve(G, squares)
     print(curve.round(4).to_string(), '\nbaselines:', baselines, flush=True)
-    gain = choose_gain_over(curve, baselines)
+    try: gain = choose_gain(curve, baselines=baselines)
+    except ValueError as e: sys.exit(f'{e}; nothing written')
     print(f'chosen gain: {gain}', flush=True)
     model = ChromaGain(G, gain).eval()
     photos = sorted(find_images(args.select_on))
@@ -217,7 +217,7 @@ def select(args) -> int:
     meta = dict(recipe='shipped-unet-resize-l1', protocol=PROTOCOL, **{k: state[k] for k in ('data', 'hardware', 'history', 'mean_colour')},
                 train=state['recipe'], train_minutes=round(state['minutes'], 1), epoch=epoch, selection=f'{Path(args.select_on).name}: '
                 f'{len(squares.dataset)} photos as {size}-px whole squares (epoch, gain); {len(photos)} at full resolution (render size)',
-                bsds_ab_l1_by_epoch=by_epoch, gain=gain, gain_rule='the largest gain keeping half the lead over the better baseline '
+                bsds_ab_l1_by_epoch=by_epoch, gain=gain, gain_rule='choose_gain: the largest gain keeping half the lead over the better baseline '
                 '(gray or the mean colour) in ab L1 and AuC', calibration_curve=[[g, *(round(float(v), 6) for v in row)] for g, row in zip(curve.index, curve.values)],
                 baselines=baselines, render_size=render_size, render_size_curve=sizes,
                 torch=torch.__version__, colorcourse=colorcourse.__version__, trained=state.get('trained'))
