@@ -196,7 +196,7 @@ def test_train_runs_the_lessons_recipe_objects(tmp_path, monkeypatch):
 
 
 def test_colorize_gain_sets_how_much_colour_the_shipped_colorizer_paints(console_script, workspace, tmp_path):
-    "--gain 0 gives the gray photo back, and a larger gain paints more colour than the shipped colorizer's own 1.15."
+    "--gain 0 gives the gray photo back, and a larger gain (2) paints more colour than the shipped colorizer's own."
     import numpy as np, torch
     from colorcourse.lab import rgb_to_lab
     chroma = lambda p: rgb_to_lab(torch.from_numpy(np.array(Image.open(p).convert('RGB'))).permute(2, 0, 1).float() / 255)[1:].abs().mean().item()
