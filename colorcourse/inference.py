@@ -135,9 +135,9 @@ def upsample_rows(ab_w: torch.Tensor, rows: range, H: int) -> torch.Tensor:
 
 # %% ../nbs/12_inference.ipynb #c4361955
 def size_multiple(model: nn.Module) -> int:
-    "The number that a model's input height and width must be multiples of."
-    unets = [m for m in model.modules() if isinstance(m, UnetGenerator)]
-    return max([2 ** u.n_down for u in unets] + [32])
+    "The number that a model's input height and width must be multiples of: 2^`n_down` of each U-Net in it, and at least 32."
+    halvings = [m.n_down for m in model.modules() if isinstance(getattr(m, 'n_down', None), int)]   # any U-Net class, by what it does
+    return max([2 ** n for n in halvings] + [32])
 
 def model_input_size(width: int, height: int, size: int, multiple: int = 32, max_aspect: float = 4.) -> tuple:
     "(w, h) for the network: the short side `size`, the long side in proportion (at most `max_aspect`×), both multiples of `multiple`."

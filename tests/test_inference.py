@@ -111,3 +111,14 @@ def test_a_24_megapixel_photo_stays_within_bounded_memory():
     strips, one_pass = grow(256), grow(4000)
     assert strips < 600, f'colorizing 6000x4000 in strips raised the peak memory by {strips:.0f} MB'
     assert one_pass > 2 * strips, (strips, one_pass)
+
+
+def test_size_multiple_reads_the_halvings_of_any_unet_class():
+    "A U-Net class defined elsewhere (a notebook's own copy, a user's) counts by its `n_down`, not by being the package's class."
+    import torch.nn as nn
+    from colorcourse.inference import size_multiple, model_input_size
+    class OwnUnet(nn.Module):
+        def __init__(self, n_down): super().__init__(); self.n_down = n_down
+    assert size_multiple(nn.Sequential(OwnUnet(6))) == 64 and size_multiple(nn.Sequential(OwnUnet(8), OwnUnet(2))) == 256
+    assert size_multiple(nn.Conv2d(1, 2, 3)) == 32
+    assert model_input_size(480, 320, 64, size_multiple(OwnUnet(6))) == (128, 64)
