@@ -4,10 +4,10 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 
-from colorcourse.data import SAMPLE_NAMES, sample_images
+from colorcourse.data import SAMPLE_NAMES, _fit_square, sample_images
 from colorcourse.inference import colorize, predict_ab, pretrained, pretrained_path, read_checkpoint_info
 from colorcourse.unet import period2_energy
-from colorcourse.lab import AB_SCALE, rgb_to_lab
+from colorcourse.lab import AB_SCALE, lab_encode, rgb_to_lab
 
 NATURAL = ('astronaut', 'chelsea', 'coffee', 'rocket', 'motorcycle')   # the sample photos of everyday scenes (not micrographs)
 
@@ -44,19 +44,13 @@ def test_the_weights_load_and_match_their_metadata():
 def test_the_shipped_colorizer_paints_no_grid():
     "The period-2 energy (stripes, checkerboards) of its ab, on natural photos and on flat grays, stays below the photos' own."
     photos = dict(zip(SAMPLE_NAMES, sample_images()))
-    squares = [photos[n].resize((64, 64), Image.Resampling.BICUBIC, box=_centre_box(photos[n])) for n in NATURAL]
-    lab = torch.stack([lab_of(p) for p in squares])
-    L, true_ab = lab[:, :1] / 50 - 1, lab[:, 1:] / AB_SCALE
+    squares = [_fit_square(photos[n], 64) for n in NATURAL]   # lesson 02's centre squares
+    L, true_ab = lab_encode(torch.stack([torch.from_numpy(np.array(p)).permute(2, 0, 1) for p in squares]).float() / 255)
     flat = torch.linspace(-0.8, 0.8, 9).view(-1, 1, 1, 1).expand(-1, 1, 64, 64)
     own = period2_energy(true_ab).median()
     assert period2_energy(predict_ab(pretrained(), L)).max() < own, "more period-2 pattern than the photos' own"
     assert period2_energy(predict_ab(pretrained(), flat)).max() < own, "a period-2 pattern on flat gray"
 
-
-def _centre_box(img: Image.Image) -> tuple:
-    "The largest centred square of `img`, as a PIL box."
-    w, h = img.size; s = min(w, h)
-    return ((w - s) / 2, (h - s) / 2, (w + s) / 2, (h + s) / 2)
 
 
 def test_the_shipped_colorizer_beats_gray_on_photos_it_never_saw():

@@ -95,7 +95,7 @@ def shipped_markdown(nb_path=INFERENCE_NB) -> str:
     scores, differences = shipped_tables(nb_path)
     parts = []
     for group, table in scores.items():
-        parts.append(f'*{group}* ({"9,847 photos" if group.startswith("Tiny") else "88 photos"}):\n\n' + table_markdown(table))
+        parts.append(f'*{group}*:\n\n' + table_markdown(table))
     cols = list(next(iter(next(iter(differences.values())).values())))
     lines = ['| test set | difference | ' + ' | '.join(cols) + ' |', '|---|---|' + '---|' * len(cols)]
     lines += [f'| {group} | {name} | ' + ' | '.join(row[c] for c in cols) + ' |' for group, rows in differences.items() for name, row in rows.items()]
