@@ -23,7 +23,7 @@ from fastai.data.core import DataLoaders, ItemTransform   # ItemTransform: a tra
 from fastai.learner import Learner, Recorder
 from fastai.callback.core import Callback
 from fastai.metrics import accuracy
-from .core import evaluating, seed_everything
+from .core import check_writable_folder, evaluating, seed_everything
 from .data import CachedImages, ColorDataLoader, LabBatch
 from .training import (Recipe, _write_atomically, add_fast_path, build_note, load_checkpoint, read_checkpoint_info,
                                   records_args, register_recipe, save_checkpoint)
@@ -233,11 +233,12 @@ def _finished_encoder(path: Path, settings: dict) -> nn.Module:
 
 def pretrain_encoder(cls_dls, path, arch: str = 'resnet18', epochs: int = 3, lr: float = 2e-3, wd: float = 0.05,
                      seed: int = 42, fast: bool = True) -> nn.Module:
-    "Train a 1-channel `resnet_classifier` on `cls_dls` with fastai's one-cycle recipe and save it to `path`; resumes after an interruption, and only loads if `path` is done."
+    "Train a 1-channel `resnet_classifier` on `cls_dls` with fastai's one-cycle recipe and save it to `path` (its folder is created); resumes after an interruption, and only loads if `path` is done."
     path = Path(path).expanduser()
     settings = dict(arch=arch, classes=list(cls_dls.classes), epochs=epochs, lr=lr, wd=wd, seed=seed, size=cls_dls.size,
                     bs=cls_dls.train.bs, epoch_len=cls_dls.train.n)
     if path.exists(): return _finished_encoder(path, settings)
+    check_writable_folder(path.parent)     # before the first epoch, not after it
     partial = path.with_name(path.name + '.partial')
     seed_everything(seed)
     model = resnet_classifier(arch, len(cls_dls.classes)).to(cls_dls.device)
